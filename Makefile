@@ -1,0 +1,37 @@
+# minivgpt — every target creates/uses .venv on its own.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Notebooks run in CI with tiny parameters (see tests/test_notebooks.py).
+export MINIVGPT_CI ?= 1
+
+.PHONY: demo test lab figures bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | { grep -v "is ignored" || true; }
+	touch $(STAMP)
+
+demo: $(STAMP)
+	MINIVGPT_CI=0 $(BIN)/python -m minivgpt.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+lab: $(STAMP)
+	MINIVGPT_CI=0 $(BIN)/jupyter lab notebooks
+
+figures: $(STAMP)
+	MINIVGPT_CI=0 $(BIN)/python scripts/make_figures.py
+
+bench: $(STAMP)
+	$(BIN)/python -m minivgpt.bench --json runs/bench.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check minivgpt tests scripts
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

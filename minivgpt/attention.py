@@ -1,0 +1,465 @@
+"""Attention under the hierarchical mask of next clip diffusion, with a choice of backend.
+
+The sequence is ``[noisy_0, clean_0, noisy_1, clean_1, ...]`` (see :mod:`minivgpt.masks`), and the mask
+allows only about a quarter of all (query, key) pairs at K = 8 clips. Three backends compute the same
+thing:
+
+- ``"dense"``: :func:`torch.nn.functional.scaled_dot_product_attention` with the ``(L, L)`` bool mask.
+  Simple and works for any layout, but computes every pair and throws three quarters away.
+- ``"flex"``: FlexAttention with the rule as a ``BlockMask`` (fully masked 128-blocks are skipped).
+  Compiled on CUDA; eager and forward-only on CPU (torch 2.14 has no FlexAttention backward on CPU).
+- ``"mask_aware"``: never computes a forbidden pair, for CPU training. It splits the sequence into
+  the pieces the rule makes dense (see :class:`MaskedAttention`).
+
+``attention_flops`` counts the useful work, and ``benchmark_attention`` times the backends.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import masks
+
+__all__ = ["BACKENDS", "MaskedAttention", "attention_flops", "benchmark_attention"]
+
+BACKENDS = ("dense", "flex", "mask_aware")
+
+_compiled_flex = None  # torch.compile(flex_attention), built on first use on CUDA
+
+
+def _flex_attention(device: torch.device):
+    """Eager FlexAttention on CPU, a (lazily) compiled one on CUDA."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex
+
+
+def _lengths(num_clips: int, frames_per_clip: int | Sequence[int]) -> list[int]:
+    if isinstance(frames_per_clip, int):
+        lengths = [frames_per_clip] * num_clips
+    else:
+        lengths = [int(f) for f in frames_per_clip]
+    if num_clips < 1 or len(lengths) != num_clips or any(f < 1 for f in lengths):
+        raise ValueError(
+            f"need num_clips >= 1 clips of >= 1 frame each, got K={num_clips}, F={frames_per_clip}"
+        )
+    return lengths
+
+
+def _frame_causal(frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
+    """``(F*N, F*N)`` bool: token i may see token j of the same clean clip iff frame(j) <= frame(i)."""
+    fr = torch.arange(frames, device=device).repeat_interleave(tokens_per_frame)
+    return fr[:, None] >= fr[None, :]
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool mask -> additive float mask (0 where allowed, -inf where not)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+
+
+# Private CPU flash-attention kernels (they return / take the log-sum-exp, which lets the mask-aware
+# path merge partial attentions exactly). Looked up once; absent ops simply disable the fused path.
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_CPU_FLASH_BWD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+class MaskedAttention:
+    """Attention under the hierarchical mask, with a choice of backend.
+
+    Built once per layout, called per layer.
+
+    Args:
+        num_clips, frames_per_clip, tokens_per_frame: K, F (an int, or one entry per clip) and N of the
+            training layout ``[noisy_0, clean_0, ..., noisy_{K-1}, clean_{K-1}]``, L = 2*K*F*N.
+        drop_last_clean: the layout without the final clean copy (L - F*N tokens).
+        backend: ``"dense"``, ``"flex"`` or ``"mask_aware"`` (module docstring).
+        device: where the mask / block mask is built (``"dense"`` moves its mask on demand).
+        layout: a custom :class:`masks.TokenLayout` (e.g. ``masks.rollout_layout``) instead of the
+            training layout; supported by ``"dense"`` and ``"flex"``.
+
+    ``__call__(q, k, v)`` takes ``(B, H, L, hd)`` tensors in the sequence order and returns ``(B, H, L, hd)``
+    (any leading dims work for ``"dense"`` and ``"mask_aware"``). Scale is ``1/sqrt(hd)``.
+
+    How ``"mask_aware"`` works (clip k has S_k = F_k*N tokens in each copy, P_k = S_0 + ... + S_{k-1}):
+    the clean copies are gathered into one contiguous clean stream of keys/values. Then
+
+    - noisy clip k attends to ``[clean stream[:P_k], noisy clip k]``, no mask;
+    - clean clip k attends to ``clean stream[:P_k + S_k]``, with a frame-causal mask on its last block
+      only (no mask at all when F = 1),
+
+    and the outputs are concatenated back in sequence order. Only the diagonal frame-causal blocks carry
+    masked-out pairs, so it computes ~1.05x the allowed pairs against 3.7x for dense at K = 8, F = 2.
+    On CPU with a full, uniform layout a fused version of the same split runs instead
+    (``fused=True``, the default; see ``_FusedCPU``); otherwise the split above runs through autograd.
+    """
+
+    def __init__(
+        self,
+        num_clips: int,
+        frames_per_clip: int | Sequence[int],
+        tokens_per_frame: int,
+        drop_last_clean: bool = False,
+        backend: str = "dense",
+        device: str | torch.device = "cpu",
+        layout: masks.TokenLayout | None = None,
+        fused: bool = True,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+        if layout is not None and backend == "mask_aware":
+            raise ValueError(
+                "backend 'mask_aware' supports only the training layout (token_layout); "
+                "use backend 'dense' or 'flex' for a custom layout such as rollout_layout"
+            )
+        self.backend = backend
+        self.device = torch.device(device)
+        self.num_clips = num_clips
+        self.frames_per_clip = frames_per_clip
+        self.tokens_per_frame = tokens_per_frame
+        self.drop_last_clean = drop_last_clean
+        self.custom_layout = layout is not None
+        self.layout = (
+            layout
+            if layout is not None
+            else masks.token_layout(num_clips, frames_per_clip, tokens_per_frame, drop_last_clean)
+        )
+        self.seq_len = len(self.layout)
+        self.fused = fused
+        self._masks: dict = {}  # cached masks keyed by (kind, device, dtype)
+
+        if backend == "dense":
+            self._masks[("dense", self.device)] = masks.mask_from_layout(self.layout).to(self.device)
+        elif backend == "flex":
+            self.block_mask = masks.block_mask(
+                num_clips,
+                frames_per_clip,
+                tokens_per_frame,
+                drop_last_clean=drop_last_clean,
+                device=self.device,
+                layout=layout,
+            )
+        else:
+            lengths = _lengths(num_clips, frames_per_clip)
+            self._sizes = [f * tokens_per_frame for f in lengths]  # S_k
+            self._prefix = [sum(self._sizes[:k]) for k in range(num_clips)]  # P_k
+            segs = [s for s in self._sizes for _ in (0, 1)]
+            self._segments = segs[:-1] if drop_last_clean else segs
+            self._num_clean = num_clips - int(drop_last_clean)
+            self._lengths = lengths
+            self._uniform = len(set(lengths)) == 1
+
+    # ------------------------------------------------------------------ public
+    def __repr__(self) -> str:
+        return (
+            f"MaskedAttention(backend={self.backend!r}, seq_len={self.seq_len}, K={self.num_clips}, "
+            f"F={self.frames_per_clip}, N={self.tokens_per_frame}, drop_last_clean={self.drop_last_clean}, "
+            f"custom_layout={self.custom_layout})"
+        )
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if not (q.shape[-2] == k.shape[-2] == v.shape[-2] == self.seq_len):
+            raise ValueError(
+                f"MaskedAttention was built for sequence length {self.seq_len} "
+                f"but got q/k/v lengths {q.shape[-2]}/{k.shape[-2]}/{v.shape[-2]}"
+            )
+        if self.backend == "dense":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self._dense_mask(q.device))
+        if self.backend == "flex":
+            return self._flex(q, k, v)
+        return self._mask_aware(q, k, v)
+
+    # ------------------------------------------------------------------ dense
+    def _dense_mask(self, device: torch.device) -> torch.Tensor:
+        key = ("dense", device)
+        if key not in self._masks:
+            self._masks[key] = self._masks[("dense", self.device)].to(device)
+        return self._masks[key]
+
+    # ------------------------------------------------------------------ flex
+    def _flex(self, q, k, v):
+        if (
+            q.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and (q.requires_grad or k.requires_grad or v.requires_grad)
+        ):
+            raise RuntimeError(
+                "backend 'flex' is forward-only on CPU: FlexAttention has no backward on CPU in this torch. "
+                "Use backend 'mask_aware' (fastest) or 'dense' for CPU training, "
+                "or call it under torch.no_grad()."
+            )
+        if q.device != self.block_mask.kv_indices.device:
+            raise ValueError(
+                f"the block mask was built on {self.block_mask.kv_indices.device}, q is on {q.device}"
+            )
+        if q.device.type == "cuda":
+            return _flex_attention(q.device)(q, k, v, block_mask=self.block_mask)
+        with warnings.catch_warnings():  # eager on CPU is deliberate (forward-only inference, tests)
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            return _flex_attention(q.device)(q, k, v, block_mask=self.block_mask)
+
+    # ------------------------------------------------------------------ mask-aware
+    def _clean_mask(self, j: int, like: torch.Tensor, additive: bool = True) -> torch.Tensor | None:
+        """Mask of clean clip j's queries over the clean prefix ``[:P_j + S_j]`` (None when F_j == 1)."""
+        if self._lengths[j] == 1:
+            return None
+        key = ("clean", j, like.device, like.dtype if additive else torch.bool)
+        m = self._masks.get(key)
+        if m is None:
+            fc = _frame_causal(self._lengths[j], self.tokens_per_frame, like.device)
+            m = torch.cat(
+                [torch.ones(fc.shape[0], self._prefix[j], dtype=torch.bool, device=like.device), fc], 1
+            )
+            if additive:
+                m = _additive(m, like.dtype)
+            self._masks[key] = m
+        return m
+
+    def _diag_mask(self, like: torch.Tensor) -> torch.Tensor | None:
+        """Additive frame-causal ``(S, S)`` mask of a clean clip against itself (uniform layouts)."""
+        if self._lengths[0] == 1:
+            return None
+        key = ("diag", like.device, like.dtype)
+        if key not in self._masks:
+            self._masks[key] = _additive(
+                _frame_causal(self._lengths[0], self.tokens_per_frame, like.device), like.dtype
+            )
+        return self._masks[key]
+
+    def _use_fused(self, q, k, v) -> bool:
+        return (
+            self.fused
+            and _CPU_FLASH is not None
+            and _CPU_FLASH_BWD is not None
+            and q.device.type == "cpu"
+            and q.dim() == 4
+            and q.shape == k.shape == v.shape
+            and q.dtype == k.dtype == v.dtype
+            and q.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+            and self._uniform
+            and not self.drop_last_clean
+        )
+
+    def _mask_aware(self, q, k, v):
+        if self._use_fused(q, k, v):
+            return _FusedCPU.apply(q, k, v, self)
+        return self._mask_aware_split(q, k, v)
+
+    def _mask_aware_split(self, q, k, v):
+        """The split through autograd: 2K SDPA calls (any device, any leading dims)."""
+        qs, ks, vs = (t.split(self._segments, dim=-2) for t in (q, k, v))
+        if self._num_clean:
+            kc, vc = torch.cat(ks[1::2], dim=-2), torch.cat(vs[1::2], dim=-2)
+        outs = []
+        for j in range(self.num_clips):
+            p, s = self._prefix[j], self._sizes[j]
+            if j == 0:
+                kn, vn = ks[0], vs[0]
+            else:
+                kn = torch.cat([kc[..., :p, :], ks[2 * j]], dim=-2)
+                vn = torch.cat([vc[..., :p, :], vs[2 * j]], dim=-2)
+            outs.append(F.scaled_dot_product_attention(qs[2 * j], kn, vn))
+            if j < self._num_clean:
+                m = self._clean_mask(j, q)
+                outs.append(
+                    F.scaled_dot_product_attention(
+                        qs[2 * j + 1], kc[..., : p + s, :], vc[..., : p + s, :], attn_mask=m
+                    )
+                )
+        return torch.cat(outs, dim=-2)
+
+
+def _part(x: torch.Tensor, K: int, S: int, i: int) -> torch.Tensor:
+    """View of the noisy (i=0) or clean (i=1) copies of all clips: (B, H, L, ...) -> (B, H*K, S, ...)."""
+    B, H = x.shape[:2]
+    return x.view(B, H, K, 2, S, *x.shape[3:])[:, :, :, i].flatten(1, 2)
+
+
+class _FusedCPU(torch.autograd.Function):
+    """Mask-aware attention on CPU for a full layout of equal clips, with a hand-written backward.
+
+    Split by key set: (1) every copy against itself — noisy clip k with noisy clip k (no mask) and clean
+    clip k with clean clip k (frame-causal), two batched kernel calls for all clips at once; (2) both
+    copies of clip k >= 1 against the clean prefix ``clean[:P_k]`` (no mask; the noisy and clean copy of
+    a clip are adjacent in the sequence, so their queries form one slice). The two partial attentions are
+    merged exactly through their log-sum-exp, and the backward calls the flash backward kernel on each
+    part with the merged output and log-sum-exp (the usual split-KV backward), accumulating key/value
+    gradients into preallocated buffers; no slicing through autograd, no concatenations.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, att: MaskedAttention):
+        K, S = att.num_clips, att._sizes[0]
+        B, H, L, _ = q.shape
+        dm = att._diag_mask(q)
+        o = torch.empty_like(q)
+        acc = torch.float64 if q.dtype == torch.float64 else torch.float32  # the kernel's log-sum-exp dtype
+        lse = torch.empty(B, H, L, dtype=acc, device=q.device)
+        for i, m in ((0, None), (1, dm)):
+            oi, li = _CPU_FLASH(_part(q, K, S, i), _part(k, K, S, i), _part(v, K, S, i), attn_mask=m)
+            _part(o, K, S, i).copy_(oi)
+            _part(lse, K, S, i).copy_(li)
+        kc = _part(k, K, S, 1).reshape(B, H, K * S, -1)
+        vc = _part(v, K, S, 1).reshape(B, H, K * S, -1)
+        for j in range(1, K):
+            sl = slice(2 * j * S, 2 * (j + 1) * S)
+            op, lp = _CPU_FLASH(q[:, :, sl], kc[:, :, : j * S], vc[:, :, : j * S])
+            l0 = lse[:, :, sl]
+            ln = torch.logaddexp(l0, lp)
+            o[:, :, sl] = o[:, :, sl] * torch.exp(l0 - ln).unsqueeze(-1).to(o.dtype) + op * torch.exp(
+                lp - ln
+            ).unsqueeze(-1).to(o.dtype)
+            lse[:, :, sl] = ln
+        ctx.att = att
+        ctx.save_for_backward(q, k, v, kc, vc, o, lse)
+        return o
+
+    @staticmethod
+    def backward(ctx, go):
+        q, k, v, kc, vc, o, lse = ctx.saved_tensors
+        att = ctx.att
+        K, S = att.num_clips, att._sizes[0]
+        go = go.contiguous()
+        dm = att._diag_mask(q)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        for i, m in ((0, None), (1, dm)):
+            a, b, c = _CPU_FLASH_BWD(
+                *(_part(t, K, S, i) for t in (go, q, k, v, o, lse)), 0.0, False, attn_mask=m
+            )
+            _part(dq, K, S, i).copy_(a)
+            _part(dk, K, S, i).copy_(b)
+            _part(dv, K, S, i).copy_(c)
+        gkc, gvc = torch.zeros_like(kc), torch.zeros_like(vc)
+        for j in range(1, K):
+            sl = slice(2 * j * S, 2 * (j + 1) * S)
+            a, b, c = _CPU_FLASH_BWD(
+                go[:, :, sl],
+                q[:, :, sl],
+                kc[:, :, : j * S],
+                vc[:, :, : j * S],
+                o[:, :, sl],
+                lse[:, :, sl],
+                0.0,
+                False,
+            )
+            dq[:, :, sl] += a
+            gkc[:, :, : j * S] += b
+            gvc[:, :, : j * S] += c
+        B, H = q.shape[:2]
+        _part(dk, K, S, 1).add_(gkc.view(B, H * K, S, -1))
+        _part(dv, K, S, 1).add_(gvc.view(B, H * K, S, -1))
+        return dq, dk, dv, None
+
+
+def attention_flops(
+    num_clips: int, F: int, N: int, head_dim: int, heads: int, drop_last_clean: bool = False
+) -> dict:
+    """Forward attention FLOPs of one sequence: useful (allowed pairs) vs dense (all L^2 pairs).
+
+    FLOPs = 2 matmuls (QK^T and PV) x 2 FLOPs per multiply-add x pairs x head_dim x heads; softmax and
+    the backward (about 2x the forward) are not counted. Returns ``{"seq_len", "allowed_pairs",
+    "dense_pairs", "density", "useful_flops", "dense_flops"}``.
+    """
+    S = F * N
+    pairs = 0
+    for k in range(num_clips):
+        pairs += S * (k * S + S)  # noisy clip k: clean history + its own noisy copy
+        if not (drop_last_clean and k == num_clips - 1):
+            pairs += S * k * S + N * N * F * (F + 1) // 2  # clean clip k: clean history + frame-causal self
+    L = 2 * num_clips * S - (S if drop_last_clean else 0)
+    per_pair = 2 * 2 * head_dim * heads
+    return {
+        "seq_len": L,
+        "allowed_pairs": pairs,
+        "dense_pairs": L * L,
+        "density": pairs / (L * L),
+        "useful_flops": pairs * per_pair,
+        "dense_flops": L * L * per_pair,
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def benchmark_attention(
+    num_clips: int = 8,
+    F: int = 2,
+    N: int = 64,
+    heads: int = 4,
+    head_dim: int = 64,
+    batch: int = 1,
+    repeats: int = 5,
+    backward: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Median milliseconds of one attention call per backend, in this process, after a warm-up.
+
+    ``dense`` and ``mask_aware`` are timed forward + backward when ``backward`` (else forward under
+    no_grad); ``flex`` is forward-only on CPU (it has no CPU backward) and ``None`` if it fails. The
+    backends are interleaved in every repeat so that background load affects them alike. Returns
+    ``{"seq_len", "dense_ms", "mask_aware_ms", "flex_ms", "speedup"}`` with speedup = dense / mask_aware.
+    """
+    device = torch.device(device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    L = 2 * num_clips * F * N
+    shape = (batch, heads, L, head_dim)
+    q, k, v, g = (torch.randn(shape, generator=gen).to(device) for _ in range(4))
+    for t in (q, k, v):
+        t.requires_grad_(backward)
+
+    def step(att: MaskedAttention, bwd: bool) -> None:
+        if bwd:
+            for t in (q, k, v):
+                t.grad = None
+            att(q, k, v).backward(g)
+        else:
+            with torch.no_grad():
+                att(q, k, v)
+
+    runs = {
+        "dense": (MaskedAttention(num_clips, F, N, backend="dense", device=device), backward),
+        "mask_aware": (MaskedAttention(num_clips, F, N, backend="mask_aware", device=device), backward),
+    }
+    try:
+        flex = MaskedAttention(num_clips, F, N, backend="flex", device=device)
+        runs["flex"] = (flex, backward and device.type == "cuda")
+    except Exception:  # noqa: BLE001 - FlexAttention unavailable here: report None
+        pass
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for rep in range(repeats + 2):  # the first two rounds warm up (and compile flex on CUDA)
+        for name in list(runs):
+            att, bwd = runs[name]
+            try:
+                _sync(device)
+                t0 = time.perf_counter()
+                step(att, bwd)
+                _sync(device)
+                dt = time.perf_counter() - t0
+            except Exception:  # noqa: BLE001
+                if name != "flex":
+                    raise
+                del runs[name]
+                times.pop(name)
+                continue
+            if rep >= 2:
+                times[name].append(dt * 1e3)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    return {
+        "seq_len": L,
+        "dense_ms": med["dense"],
+        "mask_aware_ms": med["mask_aware"],
+        "flex_ms": med.get("flex"),
+        "speedup": med["dense"] / med["mask_aware"],
+    }

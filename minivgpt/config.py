@@ -1,0 +1,216 @@
+"""Configuration dataclasses and the flat ``key=value`` parameters that map onto them.
+
+One flat namespace: every field of every dataclass is a parameter of ``python -m minivgpt.train`` and of
+the ``parameters`` cell of notebook 08 (``papermill -p name value``). Unknown names are rejected with the
+closest valid name in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+
+@dataclass
+class DataConfig:
+    data: str = "bouncing_balls"  # bouncing_balls | moving_glyphs | moving_mnist:PATH.npy | folder:DIR
+    image_size: int = 32
+    num_samples: int = 4096  # size of the synthetic training set (its seed is `seed`)
+    min_balls: int = 1
+    max_balls: int = 1
+    autoencoder: str = "identity"  # identity | PATH to a checkpoint written by autoencoder.save_autoencoder
+    patch_size: int = 8
+
+
+@dataclass
+class ModelConfig:
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    num_classes: int = 0  # >0 enables class conditioning (an extra null class is added for guidance)
+    text_vocab: int = 0  # >0 enables text conditioning with a small caption encoder
+    attention: str = "auto"  # auto | dense | mask_aware | flex  (auto: mask_aware on CPU training, flex on CUDA)
+    rope_theta: float = 100.0
+
+
+@dataclass
+class DiffusionConfig:
+    history_noise: float = 0.9  # clean history is noised with t ~ U(history_noise, 1); 1.0 disables it
+    t_sampling: str = "uniform"  # uniform | logit_normal
+    sample_steps: int = 20  # Euler steps when sampling
+    cfg_scale: float = 1.0  # classifier-free guidance scale (1.0 = off); unconditional = no history
+    cond_drop: float = 0.1  # probability of dropping the class/text condition in training
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/train"
+    steps: int = 1000
+    batch_size: int = 16  # global batch: under torchrun every rank takes batch_size / world_size
+    grad_accum: int = 1
+    stages: str = ""  # "KxF:steps,..." e.g. "1x1:500,4x2:1000"; empty -> one stage `clips`x`frames_per_clip`
+    clips: int = 4
+    frames_per_clip: int = 2
+    drop_last_clean: bool = True
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    compile: bool = False
+    resume: bool = False
+    stop_after: int = 0  # end this invocation after this many steps in all (0 = run to `steps`); resume later
+    log_every: int = 10
+    ckpt_every: int = 200
+    progress: bool = True
+    threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_params(self) -> dict[str, Any]:
+        """The flat parameter dict (inverse of :func:`from_params`)."""
+        out: dict[str, Any] = {}
+        for section in SECTIONS:
+            out.update(dataclasses.asdict(getattr(self, section)))
+        return out
+
+
+SECTIONS = ("data", "model", "diffusion", "train")
+_CLASSES = {"data": DataConfig, "model": ModelConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+
+
+def valid_keys() -> dict[str, str]:
+    """Map every parameter name to the section that holds it."""
+    keys: dict[str, str] = {}
+    for section, cls in _CLASSES.items():
+        for f in fields(cls):
+            if f.name in keys:
+                raise RuntimeError(f"parameter {f.name!r} is defined twice")
+            keys[f.name] = section
+    return keys
+
+
+def _convert(name: str, value: Any, typ: Any) -> Any:
+    if isinstance(value, str) and typ is not str:
+        text = value.strip()
+        if typ is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"parameter {name}={value!r}: expected a boolean (true/false)")
+        try:
+            return typ(text)
+        except ValueError:
+            raise ValueError(f"parameter {name}={value!r}: expected {typ.__name__}") from None
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool):
+        raise ValueError(f"parameter {name}={value!r}: expected a boolean (true/false)")
+    if typ in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"parameter {name}={value!r}: expected {typ.__name__}")
+    if typ is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"parameter {name}={value!r}: expected an integer")
+        return int(value)
+    if typ is str and not isinstance(value, str):
+        raise ValueError(f"parameter {name}={value!r}: expected a string")
+    return value
+
+
+def unknown_key_message(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid names: {', '.join(sorted(valid))}"
+    return f"unknown parameter {name!r}{hint}"
+
+
+def from_params(params: dict[str, Any] | None = None, base: Config | None = None) -> Config:
+    """Build a :class:`Config` from flat parameters (CLI ``key=value`` strings or papermill values).
+
+    Raises ``KeyError``-like ``ValueError`` naming the closest valid key for an unknown name.
+    """
+    cfg = dataclasses.replace(base) if base is not None else Config()
+    cfg = Config(**{s: dataclasses.replace(getattr(cfg, s)) for s in SECTIONS})
+    keys = valid_keys()
+    for name, value in (params or {}).items():
+        if name not in keys:
+            raise ValueError(unknown_key_message(name, list(keys)))
+        section = getattr(cfg, keys[name])
+        typ = get_type_hints(type(section))[name]
+        setattr(section, name, _convert(name, value, typ))
+    validate(cfg)
+    return cfg
+
+
+def parse_cli(argv: list[str]) -> dict[str, str]:
+    """``["steps=10", "lr=1e-3"]`` -> ``{"steps": "10", "lr": "1e-3"}``."""
+    out = {}
+    for arg in argv:
+        if "=" not in arg:
+            raise ValueError(f"arguments are key=value, got {arg!r} (e.g. steps=200)")
+        k, v = arg.split("=", 1)
+        out[k.strip().lstrip("-").replace("-", "_")] = v
+    return out
+
+
+def parse_stages(spec: str, default_clips: int, default_frames: int, total_steps: int) -> list[tuple[int, int, int]]:
+    """Parse progressive stages ``"KxF:steps,KxF:steps"`` into ``[(K, F, steps), ...]``.
+
+    Each stage trains on videos of K clips of F frames for the given number of steps, short to long;
+    an empty spec is one stage ``(default_clips, default_frames, total_steps)``. The steps of the last
+    stage may be written ``*`` to fill up to ``total_steps``.
+    """
+    if not spec.strip():
+        return [(default_clips, default_frames, total_steps)]
+    stages = []
+    for part in spec.split(","):
+        try:
+            shape, n = part.strip().split(":")
+            k, f = shape.lower().split("x")
+            stages.append((int(k), int(f), -1 if n.strip() == "*" else int(n)))
+        except ValueError:
+            raise ValueError(f"bad stage {part!r} in stages={spec!r}: expected KxF:steps, e.g. 4x2:1000") from None
+    if any(s[2] == -1 for s in stages[:-1]):
+        raise ValueError(f"stages={spec!r}: only the last stage may use '*' for its steps")
+    if stages[-1][2] == -1:
+        rest = total_steps - sum(s[2] for s in stages[:-1])
+        stages[-1] = (stages[-1][0], stages[-1][1], max(rest, 0))
+    if any(k < 1 or f < 1 or n < 0 for k, f, n in stages):
+        raise ValueError(f"stages={spec!r}: clips, frames and steps must be positive")
+    return stages
+
+
+def validate(cfg: Config) -> None:
+    """Reject settings that cannot work, naming the fix."""
+    m, t, d = cfg.model, cfg.train, cfg.diffusion
+    if m.width % m.heads:
+        raise ValueError(f"width={m.width} must be divisible by heads={m.heads}")
+    if m.attention not in ("auto", "dense", "mask_aware", "flex"):
+        raise ValueError(f"attention={m.attention!r}: choose auto, dense, mask_aware or flex")
+    if not 0.0 <= d.history_noise <= 1.0:
+        raise ValueError(f"history_noise={d.history_noise} must be in [0, 1] (1.0 = no noise on the history)")
+    if d.t_sampling not in ("uniform", "logit_normal"):
+        raise ValueError(f"t_sampling={d.t_sampling!r}: choose uniform or logit_normal")
+    if t.batch_size < 1 or t.steps < 0 or t.grad_accum < 1:
+        raise ValueError("batch_size and grad_accum must be >= 1 and steps >= 0")
+    if t.batch_size % t.grad_accum:
+        raise ValueError(f"batch_size={t.batch_size} must be divisible by grad_accum={t.grad_accum}")
+    if t.amp not in ("auto", "bf16", "off"):
+        raise ValueError(f"amp={t.amp!r}: choose auto, bf16 or off")
+    parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)

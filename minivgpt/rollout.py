@@ -1,0 +1,88 @@
+"""Autoregressive rollout: denoise the next clip from the clean history, append it, repeat.
+
+With ``use_cache=True`` the keys/values of the clean history are computed once (``prefill``) and every
+Euler step of the next clip only runs the F*N noisy tokens through the network (``denoise``); the new
+clip is then added to the cache (``append``). This is exact, not an approximation: clean tokens never
+attend to noisy ones, so their keys/values do not change while a clip is being denoised.
+
+Sliding window and positions: the model sees at most ``window`` most recent clean clips. Inside the
+window, clips are numbered 0..W-1 and the clip being denoised is W, so absolute frame positions always
+stay inside the range seen in training. When the history outgrows the window, the oldest clip leaves,
+every remaining clip shifts down by one position, and the cache is rebuilt from the window
+(``prefill``): the keys of clean clip j at deeper layers depend on every clean clip before it, so simply
+dropping the oldest entries from the cache would not equal a recomputation. ``use_cache=False``
+recomputes the whole window at every Euler step (the authors' public code) and gives the same frames.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .diffusion import RectifiedFlow
+from .model import VideoGPT
+
+
+@torch.no_grad()
+def rollout(
+    model: VideoGPT,
+    context: torch.Tensor,
+    num_clips: int,
+    steps: int = 20,
+    window: int = 8,
+    use_cache: bool = True,
+    cfg_scale: float = 1.0,
+    cond: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Generate ``num_clips`` clips after a clean context.
+
+    Args:
+        model: a :class:`VideoGPT` (put it in eval mode).
+        context: clean tokens ``(B, C, F, N, D)``, C >= 0 context clips (C = 0: unconditional start).
+        num_clips: clips to generate.
+        steps: Euler steps per clip.
+        window: the most recent clean clips the model sees (>= 1).
+        use_cache: read an exact KV cache of the history (fast) or recompute it (reference).
+        cfg_scale: classifier-free guidance against the prediction without history (and condition).
+        cond: optional class labels ``(B,)`` or embedding ``(B, W)``.
+        generator: CPU generator for the starting noise of every clip (same seed -> same frames).
+    Returns:
+        ``(B, C + num_clips, F, N, D)``: the context followed by the generated clips.
+    """
+    if context.ndim != 5:
+        raise ValueError(f"context must be clean tokens (B, C, F, N, D), got {tuple(context.shape)}")
+    if window < 1 or num_clips < 0:
+        raise ValueError(f"need window >= 1 and num_clips >= 0, got window={window}, num_clips={num_clips}")
+    flow = RectifiedFlow()
+    B, _, Fr, N, D = context.shape
+    clips = list(context.unbind(1))
+    uncond_cond = _null_condition(model, cond)
+    cache = model.prefill(context[:, -window:], cond) if use_cache and context.shape[1] else None
+    bar = tqdm(range(num_clips), desc="rollout", unit="clip", disable=not progress)
+    for _ in bar:
+        history = torch.stack(clips[-window:], dim=1) if clips else context[:, :0]
+        if use_cache:
+            denoise = lambda x, t: model.denoise(x, t, cache, cond)  # noqa: E731
+        else:
+            denoise = lambda x, t: model.denoise_uncached(history, x, t, cond)  # noqa: E731
+        uncond = lambda x, t: model.denoise(x, t, None, uncond_cond)  # noqa: E731
+        noise = torch.randn((B, Fr, N, D), generator=generator).to(context.device, context.dtype)
+        new = flow.sample(denoise, noise, steps, cfg_scale, uncond if cfg_scale != 1.0 else None)
+        clips.append(new)
+        if use_cache:
+            if len(clips) > window:  # the window slid: rebuild the cache from the window (exact)
+                cache = model.prefill(torch.stack(clips[-window:], dim=1), cond)
+            else:
+                cache = model.append(cache, new, cond)
+    return torch.stack(clips, dim=1)
+
+
+def _null_condition(model: VideoGPT, cond: torch.Tensor | None) -> torch.Tensor | None:
+    """The unconditional branch drops the history and the class/text condition."""
+    if cond is None:
+        return None
+    if cond.dtype in (torch.int32, torch.int64):
+        return torch.full_like(cond, model.null_class)
+    return torch.zeros_like(cond)

@@ -1,0 +1,320 @@
+"""Train VideoGPT by next clip diffusion: ``python -m minivgpt.train key=value ...``.
+
+The same :func:`train` is what notebooks call. One process, or ``torchrun --nproc_per_node N`` (DDP:
+gloo on CPU, nccl on GPU); ``batch_size`` is the global batch and each rank takes its slice, so N
+processes see the same samples and the same noise per step as one process.
+
+Every step is a pure function of ``(seed, step)``: the batch indices, temporal crops and all diffusion
+noise are drawn from a generator seeded with both. With atomic checkpoints that hold the model, EMA,
+optimizer and step, ``resume=true`` continues exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .autoencoder import IdentityAutoencoder, load_autoencoder
+from .config import Config, from_params, parse_cli, parse_stages
+from .data import make_dataset, video_batch
+from .diffusion import RectifiedFlow
+from .model import VideoGPT
+from .tokenizer import VideoTokenizer
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the run stopped before saving anything from that step."""
+
+
+@dataclass
+class TrainResult:
+    model: VideoGPT  # raw weights
+    ema: VideoGPT  # EMA weights (use these to sample)
+    tokenizer: VideoTokenizer
+    config: Config
+    records: list[dict] = field(default_factory=list)
+    out: Path | None = None
+
+
+# ----------------------------------------------------------------------------------------- building
+def build_tokenizer(cfg: Config, channels: int) -> VideoTokenizer:
+    """The frozen frame autoencoder + patching named by ``cfg.data.autoencoder``."""
+    d = cfg.data
+    ae = IdentityAutoencoder(channels) if d.autoencoder == "identity" else load_autoencoder(d.autoencoder)
+    return VideoTokenizer(ae, d.patch_size, d.image_size)
+
+
+def build_model(cfg: Config, tokenizer: VideoTokenizer) -> VideoGPT:
+    return VideoGPT(cfg.model, in_dim=tokenizer.token_dim, grid=tokenizer.grid)
+
+
+def build_dataset(cfg: Config, num_frames: int, seed: int, num_samples: int | None = None):
+    d = cfg.data
+    kw = {"min_balls": d.min_balls, "max_balls": d.max_balls} if d.data == "bouncing_balls" else {}
+    return make_dataset(d.data, num_frames, d.image_size, num_samples or d.num_samples, seed, **kw)
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+    t = cfg.train
+    if step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms or embeddings' gains)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    t = cfg.train
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+def stage_at(step: int, stages: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """``(stage index, K, F)`` of the progressive schedule at ``step``."""
+    end = 0
+    for i, (k, f, n) in enumerate(stages):
+        end += n
+        if step < end:
+            return i, k, f
+    return len(stages) - 1, stages[-1][0], stages[-1][1]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def sample_batch(dataset, step: int, batch_size: int, num_frames: int, seed: int, flow: RectifiedFlow):
+    """Global batch of step ``step``: indices, a random temporal crop per sample, and the diffusion noise."""
+    g = step_generator(seed, step)
+    idx = torch.randint(len(dataset), (batch_size,), generator=g)
+    batch = video_batch(dataset, idx.tolist())
+    video = batch["video"]
+    T = video.shape[1]
+    starts = torch.randint(T - num_frames + 1, (batch_size,), generator=g)
+    video = torch.stack([v[s : s + num_frames] for v, s in zip(video, starts.tolist())])
+    return video, batch["label"], g
+
+
+# ----------------------------------------------------------------------------------------- distributed
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model, tokenizer, cfg: Config, num_clips: int, frames: int, batches: int = 4, batch_size: int = 16):
+    """Validation loss on held-out synthetic videos (seed + 1) with fixed noise, and the loss of the best
+    constant predictor (the mean clean token of the held-out set), for scale."""
+    device = next(model.parameters()).device
+    flow = RectifiedFlow(cfg.diffusion.history_noise, cfg.diffusion.t_sampling, 0.0)
+    data = build_dataset(cfg, num_clips * frames, seed=cfg.train.seed + 1, num_samples=batches * batch_size)
+    losses, xs = [], []
+    for b in range(batches):
+        batch = video_batch(data, range(b * batch_size, (b + 1) * batch_size))
+        x = tokenizer.encode(batch["video"][:, : num_clips * frames], frames).to(device)
+        cond = batch["label"].to(device) if cfg.model.num_classes > 0 else None
+        losses.append(flow.loss(model, x, cond, generator=step_generator(cfg.train.seed + 7, b)).item())
+        xs.append(x)
+    x = torch.cat(xs)
+    const = (x - x.mean(dim=0, keepdim=True)).pow(2).mean().item()
+    return {"val_loss": sum(losses) / len(losses), "const_loss": const}
+
+
+# ----------------------------------------------------------------------------------------- training
+def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
+    """Train (or resume) a VideoGPT; returns the model, its EMA, the tokenizer and the logged records.
+
+    ``cfg`` is a :class:`Config` or flat parameters; keyword ``overrides`` are flat parameters too,
+    e.g. ``train(steps=200, batch_size=8, out="runs/x")``.
+    """
+    if isinstance(cfg, Config):
+        cfg = from_params(overrides, base=cfg)
+    else:
+        cfg = from_params({**(cfg or {}), **overrides})
+    t = cfg.train
+    rank, world = dist_info()
+    if t.batch_size % (world * t.grad_accum):
+        raise ValueError(f"batch_size={t.batch_size} must be divisible by world size {world} x grad_accum {t.grad_accum}")
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    use_bf16 = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
+    stages = parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)
+    if sum(n for _, _, n in stages) != t.steps and t.stages:
+        raise ValueError(f"stages={t.stages!r} sum to {sum(n for *_, n in stages)} steps but steps={t.steps}")
+    max_frames = max(k * f for k, f, _ in stages)
+    torch.manual_seed(t.seed)
+
+    dataset = build_dataset(cfg, max_frames, t.seed)
+    tokenizer = build_tokenizer(cfg, dataset[0]["video"].shape[1]).to(device)
+    model = build_model(cfg, tokenizer).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = make_optimizer(model, cfg)
+    flow = RectifiedFlow(cfg.diffusion.history_noise, cfg.diffusion.t_sampling, cfg.diffusion.cond_drop)
+    out = Path(t.out)
+    start, records = 0, []
+    if t.resume:
+        ckpt = checkpoint.load_latest(out, map_location=device)
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["optimizer"])
+            start = int(ckpt["step"])
+            records = _read_records(out / "metrics.jsonl", upto=start)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        net = torch.compile(net)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_records(out / "metrics.jsonl", records)
+
+    def save(step: int) -> None:
+        if rank == 0:
+            checkpoint.save(
+                {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "config": cfg.to_params(), "channels": tokenizer.channels},
+                out / "last.pt",
+            )
+
+    local = t.batch_size // world
+    micro = local // t.grad_accum
+    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", disable=not t.progress or rank != 0)
+    t0, tokens_seen = time.perf_counter(), 0
+    model.train()
+    for step in bar:
+        stage, K, Fr = stage_at(step, stages)
+        video, labels, g = sample_batch(dataset, step, t.batch_size, K * Fr, t.seed, flow)
+        x_all = tokenizer.encode(video.to(device), Fr)
+        rand_all = flow.draw(tuple(x_all.shape), g)
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for m in range(t.grad_accum):
+            sl = slice(rank * local + m * micro, rank * local + (m + 1) * micro)
+            x, rand = x_all[sl], {k: v[sl] for k, v in rand_all.items()}
+            cond = labels[sl].to(device) if cfg.model.num_classes > 0 else None
+            sync = m == t.grad_accum - 1 or world == 1
+            ctx = net.no_sync() if (world > 1 and not sync) else _nullcontext()
+            with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = flow.loss(net, x, cond, rand) / t.grad_accum
+            loss.backward()
+            loss_sum += loss.item()
+        if world > 1:
+            buf = torch.tensor([loss_sum], device=device)
+            dist.all_reduce(buf)
+            loss_sum = buf.item() / world
+        if not math.isfinite(loss_sum):
+            raise NonFiniteLoss(
+                f"loss is {loss_sum} at step {step}; stopped without saving. The last good checkpoint is "
+                f"{out / 'last.pt'} (lower lr= or raise grad_clip=, then resume=true)"
+            )
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip).item()
+        opt.step()
+        ema_update(ema, model, t.ema_decay if step >= t.warmup else 0.0)
+        tokens_seen += x_all.shape[0] * 2 * x_all[0].numel() // x_all.shape[-1]
+        done = step + 1
+        if rank == 0 and (done % t.log_every == 0 or done == t.steps):
+            rec = {"step": done, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "stage": stage,
+                   "clips": K, "frames_per_clip": Fr, "tokens_per_s": tokens_seen / (time.perf_counter() - t0)}
+            records.append(rec)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=f"{loss_sum:.4f}", stage=f"{K}x{Fr}")
+        if done % t.ckpt_every == 0 or done == t.steps or done == t.stop_after:
+            save(done)
+        if done == t.stop_after:
+            break
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    model.eval()
+    ema.eval()
+    return TrainResult(model, ema, tokenizer, cfg, records, out)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _read_records(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in recs if r.get("step", 0) <= upto]
+
+
+def _write_records(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
+
+
+def load_run(folder: str | os.PathLike, device: str = "cpu", use_ema: bool = True) -> tuple[VideoGPT, VideoTokenizer, Config]:
+    """Load a trained run (``OUT/last.pt``, or ``prev.pt`` if that is damaged): model, tokenizer, config."""
+    ckpt = checkpoint.load_latest(folder, map_location=device)
+    if ckpt is None:
+        raise checkpoint.CheckpointError(f"no checkpoint in {folder} (expected last.pt): train first")
+    cfg = from_params(ckpt["config"])
+    tokenizer = build_tokenizer(cfg, int(ckpt["channels"]))
+    model = build_model(cfg, tokenizer)
+    model.load_state_dict(ckpt["ema" if use_ema else "model"])
+    return model.to(device).eval(), tokenizer.to(device), cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = parse_cli(sys.argv[1:] if argv is None else argv)
+    try:
+        result = train(params)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if result.records:
+        print(json.dumps(result.records[-1]))
+
+
+if __name__ == "__main__":
+    main()

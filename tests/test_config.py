@@ -1,0 +1,46 @@
+import pytest
+
+from minivgpt.config import Config, from_params, parse_cli, parse_stages
+
+
+def test_from_params_converts_strings():
+    cfg = from_params(parse_cli(["steps=12", "lr=3e-4", "resume=true", "data=moving_glyphs", "width=64"]))
+    assert cfg.train.steps == 12 and cfg.train.lr == 3e-4 and cfg.train.resume is True
+    assert cfg.data.data == "moving_glyphs" and cfg.model.width == 64
+
+
+def test_round_trip_params():
+    cfg = from_params({"steps": 7, "heads": 2, "history_noise": 1.0})
+    assert from_params(cfg.to_params()) == cfg
+
+
+def test_unknown_key_names_closest():
+    with pytest.raises(ValueError, match="unknown parameter 'bach_size'; did you mean 'batch_size'"):
+        from_params({"bach_size": 8})
+    with pytest.raises(ValueError, match="unknown parameter 'zzzz'; valid names"):
+        from_params({"zzzz": 1})
+
+
+def test_bad_values():
+    with pytest.raises(ValueError, match="expected int"):
+        from_params({"steps": "ten"})
+    with pytest.raises(ValueError, match="boolean"):
+        from_params({"resume": "maybe"})
+    with pytest.raises(ValueError, match="divisible by heads"):
+        from_params({"width": 100, "heads": 3})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_cli(["steps"])
+
+
+def test_stages():
+    assert parse_stages("", 4, 2, 100) == [(4, 2, 100)]
+    assert parse_stages("1x1:500, 4x2:1000", 4, 2, 0) == [(1, 1, 500), (4, 2, 1000)]
+    assert parse_stages("1x1:30,4x2:*", 4, 2, 100) == [(1, 1, 30), (4, 2, 70)]
+    with pytest.raises(ValueError, match="expected KxF:steps"):
+        parse_stages("4-2:10", 4, 2, 10)
+    with pytest.raises(ValueError, match="only the last stage"):
+        parse_stages("1x1:*,4x2:10", 4, 2, 10)
+
+
+def test_defaults_are_valid():
+    assert isinstance(from_params({}), Config)

@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from minivgpt.config import ModelConfig
+from minivgpt.model import VideoGPT
+
+B, K, F, N, D = 2, 3, 2, 4, 12
+
+
+def make_model(attention="dense", **kw):
+    torch.manual_seed(0)
+    m = VideoGPT(ModelConfig(width=32, depth=2, heads=2, attention=attention, **kw), in_dim=D, grid=(2, 2))
+    # adaLN-Zero starts as the identity; give the zero-initialised layers weights so the tests can fail
+    for name, p in m.named_parameters():
+        if "ada" in name or name.startswith("out."):
+            torch.nn.init.normal_(p, std=0.05)
+    return m.eval()
+
+
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(B, K, F, N, D, generator=g), torch.randn(B, K, F, N, D, generator=g), torch.rand(B, K, generator=g)
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_changing_clean_clip_k_leaves_noisy_up_to_k(drop):
+    m = make_model()
+    noisy, clean, t = inputs()
+    out = m(noisy, clean, t, drop_last_clean=drop)
+    for k in range(K - 1 if drop else K):
+        c2 = clean.clone()
+        c2[:, k] += 1.0
+        diff = (m(noisy, c2, t, drop_last_clean=drop) - out).abs().amax(dim=(0, 2, 3, 4))
+        assert (diff[: k + 1] == 0).all(), f"clean clip {k} leaked into noisy clips <= {k}: {diff}"
+        assert (diff[k + 1 :] > 0).all(), f"clean clip {k} is not used by later noisy clips: {diff}"
+
+
+def test_changing_noisy_clip_k_changes_only_noisy_k():
+    m = make_model()
+    noisy, clean, t = inputs()
+    out = m(noisy, clean, t)
+    for k in range(K):
+        n2 = noisy.clone()
+        n2[:, k] += 1.0
+        diff = (m(n2, clean, t) - out).abs().amax(dim=(0, 2, 3, 4))
+        assert diff[k] > 0 and (diff[torch.arange(K) != k] == 0).all(), diff
+
+
+def test_timestep_conditioning_changes_output():
+    m = make_model()
+    noisy, clean, t = inputs()
+    t2 = t.clone()
+    t2[:, 1] = 0.99
+    diff = (m(noisy, clean, t2) - m(noisy, clean, t)).abs().amax(dim=(0, 2, 3, 4))
+    assert diff[1] > 0 and diff[0] == 0
+
+
+def test_cache_equals_full_forward():
+    m = make_model()
+    noisy, clean, t = inputs()
+    with torch.no_grad():
+        out = m(noisy, clean, t, drop_last_clean=False)
+        for k in range(K):
+            cache = m.prefill(clean[:, :k]) if k else None
+            assert torch.allclose(m.denoise(noisy[:, k], t[:, k], cache), out[:, k], atol=1e-5)
+        cache = None
+        for k in range(K - 1):
+            cache = m.append(cache, clean[:, k])
+        assert cache.num_clips == K - 1
+        ref = m.prefill(clean[:, : K - 1])
+        for a, b in zip(cache.keys + cache.values, ref.keys + ref.values):
+            assert torch.allclose(a, b, atol=1e-5)
+        assert torch.allclose(m.denoise_uncached(clean[:, :2], noisy[:, 2], t[:, 2]), out[:, 2], atol=1e-5)
+
+
+def test_class_conditioning_hook():
+    m = make_model(num_classes=4)
+    noisy, clean, t = inputs()
+    a = m(noisy, clean, t, cond=torch.tensor([0, 1]))
+    b = m(noisy, clean, t, cond=torch.tensor([2, 1]))
+    assert (a[0] - b[0]).abs().max() > 0 and torch.equal(a[1], b[1])
+    assert m.null_class == 4
+    with pytest.raises(ValueError, match="num_classes=0"):
+        make_model()(noisy, clean, t, cond=torch.tensor([0, 1]))
+
+
+def test_shape_errors_name_expected_shape():
+    m = make_model()
+    noisy, clean, t = inputs()
+    with pytest.raises(ValueError, match=r"\(B, K, F, 4, 12\)"):
+        m(noisy[..., :5], clean[..., :5], t)
+    with pytest.raises(ValueError, match=r"t must be \(B, K\)"):
+        m(noisy, clean, t[:, :2])
+
+
+@pytest.mark.parametrize("backend", ["mask_aware", "dense"])
+def test_backends_agree_with_gradients(backend):
+    ref = make_model("dense").train()
+    m = make_model(backend).train()
+    m.load_state_dict(ref.state_dict())
+    noisy, clean, t = inputs()
+    a, b = ref(noisy, clean, t), m(noisy, clean, t)
+    assert torch.allclose(a, b, atol=1e-5)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (name, p), q in zip(ref.named_parameters(), m.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-4, rtol=1e-4), name
+
+
+def test_flex_backend_forward_on_cpu():
+    ref, m = make_model("dense"), make_model("flex")
+    noisy, clean, t = inputs()
+    with torch.no_grad():
+        assert torch.allclose(ref(noisy, clean, t), m(noisy, clean, t), atol=1e-5)
