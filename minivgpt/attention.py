@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from . import masks
 
@@ -87,6 +88,8 @@ class MaskedAttention:
         device: where the mask / block mask is built (``"dense"`` moves its mask on demand).
         layout: a custom :class:`masks.TokenLayout` (e.g. ``masks.rollout_layout``) instead of the
             training layout; supported by ``"dense"`` and ``"flex"``.
+        fused: let ``"mask_aware"`` use its fused CPU path where it applies (see below); False forces
+            the plain split through autograd (kept for comparison and for other devices).
 
     ``__call__(q, k, v)`` takes ``(B, H, L, hd)`` tensors in the sequence order and returns ``(B, H, L, hd)``
     (any leading dims work for ``"dense"`` and ``"mask_aware"``). Scale is ``1/sqrt(hd)``.
@@ -98,10 +101,12 @@ class MaskedAttention:
     - clean clip k attends to ``clean stream[:P_k + S_k]``, with a frame-causal mask on its last block
       only (no mask at all when F = 1),
 
-    and the outputs are concatenated back in sequence order. Only the diagonal frame-causal blocks carry
-    masked-out pairs, so it computes ~1.05x the allowed pairs against 3.7x for dense at K = 8, F = 2.
-    On CPU with a full, uniform layout a fused version of the same split runs instead
-    (``fused=True``, the default; see ``_FusedCPU``); otherwise the split above runs through autograd.
+    and the outputs are concatenated back in sequence order (``fused=False``: 2K SDPA calls through
+    autograd, any device). With ``fused=True`` (the default) and equal clip lengths on CPU, the same
+    split runs as one autograd Function on the CPU flash kernels (``_FusedCPU``): the diagonal blocks
+    of all clips in two batched calls, the clean history in K - 1 calls, merged through log-sum-exps.
+    Only the diagonal frame-causal blocks carry masked-out pairs, so it computes 1.03x the allowed pairs
+    at K = 8, F = 2 (dense computes 3.7x).
     """
 
     def __init__(
@@ -204,6 +209,8 @@ class MaskedAttention:
             )
         if q.device.type == "cuda":
             return _flex_attention(q.device)(q, k, v, block_mask=self.block_mask)
+        # FlexAttention refuses CPU inputs that require grad even under no_grad: nothing needs them here
+        q, k, v = q.detach(), k.detach(), v.detach()
         with warnings.catch_warnings():  # eager on CPU is deliberate (forward-only inference, tests)
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
             return _flex_attention(q.device)(q, k, v, block_mask=self.block_mask)
@@ -247,7 +254,6 @@ class MaskedAttention:
             and q.dtype == k.dtype == v.dtype
             and q.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
             and self._uniform
-            and not self.drop_last_clean
         )
 
     def _mask_aware(self, q, k, v):
@@ -279,85 +285,106 @@ class MaskedAttention:
         return torch.cat(outs, dim=-2)
 
 
-def _part(x: torch.Tensor, K: int, S: int, i: int) -> torch.Tensor:
-    """View of the noisy (i=0) or clean (i=1) copies of all clips: (B, H, L, ...) -> (B, H*K, S, ...)."""
-    B, H = x.shape[:2]
-    return x.view(B, H, K, 2, S, *x.shape[3:])[:, :, :, i].flatten(1, 2)
+def _copies(x: torch.Tensor, S: int, clean: bool) -> torch.Tensor:
+    """Strided view of every noisy (or every clean) copy of a contiguous ``(B, H, L, *rest)`` sequence.
+
+    Returns ``(B*H, n, S, *rest)``: the kernels see the clips as extra "heads". n = K for the noisy
+    copies and n = K or K - 1 (last clean copy dropped) for the clean ones.
+    """
+    B, H, L = x.shape[:3]
+    inner = x.stride(2)  # hd for q/k/v, 1 for the log-sum-exp
+    n = (L + (0 if clean else S)) // (2 * S)
+    size = (B * H, n, S, *x.shape[3:])
+    stride = (L * inner, 2 * S * inner, inner, *((1,) if x.dim() == 4 else ()))
+    return x.as_strided(size, stride, x.storage_offset() + (S * inner if clean else 0))
 
 
 class _FusedCPU(torch.autograd.Function):
-    """Mask-aware attention on CPU for a full layout of equal clips, with a hand-written backward.
+    """Mask-aware attention on CPU for clips of equal length, with a hand-written backward.
 
     Split by key set: (1) every copy against itself — noisy clip k with noisy clip k (no mask) and clean
-    clip k with clean clip k (frame-causal), two batched kernel calls for all clips at once; (2) both
-    copies of clip k >= 1 against the clean prefix ``clean[:P_k]`` (no mask; the noisy and clean copy of
-    a clip are adjacent in the sequence, so their queries form one slice). The two partial attentions are
-    merged exactly through their log-sum-exp, and the backward calls the flash backward kernel on each
-    part with the merged output and log-sum-exp (the usual split-KV backward), accumulating key/value
-    gradients into preallocated buffers; no slicing through autograd, no concatenations.
+    clip k with clean clip k (frame-causal): two kernel calls batched over all clips through strided
+    views; (2) both copies of clip k >= 1 against the clean history ``clean[:P_k]`` (no mask; the noisy
+    and clean copy of a clip are adjacent in the sequence, so their queries form one slice): K - 1 calls.
+    The partial attentions are merged exactly through their log-sum-exps, and the backward calls the
+    flash backward kernel on each part with the merged output and log-sum-exp (the split-KV backward),
+    accumulating gradients in place: no slicing or concatenation through autograd. Works with and
+    without the last clean copy (it is never a key of another clip).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, att: MaskedAttention):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         K, S = att.num_clips, att._sizes[0]
-        B, H, L, _ = q.shape
+        B, H, L, D = q.shape
         dm = att._diag_mask(q)
         o = torch.empty_like(q)
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32  # the kernel's log-sum-exp dtype
         lse = torch.empty(B, H, L, dtype=acc, device=q.device)
-        for i, m in ((0, None), (1, dm)):
-            oi, li = _CPU_FLASH(_part(q, K, S, i), _part(k, K, S, i), _part(v, K, S, i), attn_mask=m)
-            _part(o, K, S, i).copy_(oi)
-            _part(lse, K, S, i).copy_(li)
-        kc = _part(k, K, S, 1).reshape(B, H, K * S, -1)
-        vc = _part(v, K, S, 1).reshape(B, H, K * S, -1)
-        for j in range(1, K):
-            sl = slice(2 * j * S, 2 * (j + 1) * S)
-            op, lp = _CPU_FLASH(q[:, :, sl], kc[:, :, : j * S], vc[:, :, : j * S])
-            l0 = lse[:, :, sl]
-            ln = torch.logaddexp(l0, lp)
-            o[:, :, sl] = o[:, :, sl] * torch.exp(l0 - ln).unsqueeze(-1).to(o.dtype) + op * torch.exp(
-                lp - ln
-            ).unsqueeze(-1).to(o.dtype)
-            lse[:, :, sl] = ln
+        for clean in (False, True) if att._num_clean else (False,):  # (1) diagonal blocks, all clips
+            oi, li = _CPU_FLASH(*(_copies(t, S, clean) for t in (q, k, v)), attn_mask=dm if clean else None)
+            _copies(o, S, clean).copy_(oi)
+            _copies(lse, S, clean).copy_(li)
+        # the clean history keys: clean copies of clips 0..K-2 as one contiguous stream
+        kc = _copies(k, S, True)[:, : K - 1].reshape(B, H, (K - 1) * S, D)
+        vc = _copies(v, S, True)[:, : K - 1].reshape(B, H, (K - 1) * S, D)
+        if K > 1:  # (2) clip j (noisy and clean copy) against clean[:jS], then one merge for all clips
+            parts = [
+                _CPU_FLASH(q[:, :, 2 * j * S : 2 * (j + 1) * S], kc[:, :, : j * S], vc[:, :, : j * S])
+                for j in range(1, K)
+            ]
+            op = torch.cat([p[0] for p in parts], dim=2)
+            lp = torch.cat([p[1] for p in parts], dim=2)
+            o1, l1 = o[:, :, 2 * S :], lse[:, :, 2 * S :]
+            ln = torch.logaddexp(l1, lp)
+            w1 = (l1 - ln).exp_().unsqueeze(-1).to(o.dtype)
+            wp = (lp - ln).exp_().unsqueeze(-1).to(o.dtype)
+            o1.mul_(w1).addcmul_(op, wp)
+            l1.copy_(ln)
         ctx.att = att
         ctx.save_for_backward(q, k, v, kc, vc, o, lse)
         return o
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, go):
         q, k, v, kc, vc, o, lse = ctx.saved_tensors
         att = ctx.att
         K, S = att.num_clips, att._sizes[0]
+        B, H, L, D = q.shape
         go = go.contiguous()
         dm = att._diag_mask(q)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        for i, m in ((0, None), (1, dm)):
-            a, b, c = _CPU_FLASH_BWD(
-                *(_part(t, K, S, i) for t in (go, q, k, v, o, lse)), 0.0, False, attn_mask=m
-            )
-            _part(dq, K, S, i).copy_(a)
-            _part(dk, K, S, i).copy_(b)
-            _part(dv, K, S, i).copy_(c)
-        gkc, gvc = torch.zeros_like(kc), torch.zeros_like(vc)
-        for j in range(1, K):
-            sl = slice(2 * j * S, 2 * (j + 1) * S)
-            a, b, c = _CPU_FLASH_BWD(
-                go[:, :, sl],
-                q[:, :, sl],
-                kc[:, :, : j * S],
-                vc[:, :, : j * S],
-                o[:, :, sl],
-                lse[:, :, sl],
-                0.0,
-                False,
-            )
-            dq[:, :, sl] += a
-            gkc[:, :, : j * S] += b
-            gvc[:, :, : j * S] += c
-        B, H = q.shape[:2]
-        _part(dk, K, S, 1).add_(gkc.view(B, H * K, S, -1))
-        _part(dv, K, S, 1).add_(gvc.view(B, H * K, S, -1))
+        for clean in (False, True) if att._num_clean else (False,):
+            views = (_copies(t, S, clean) for t in (go, q, k, v, o, lse))
+            a, b, c = _CPU_FLASH_BWD(*views, 0.0, False, attn_mask=dm if clean else None)
+            _copies(dq, S, clean).copy_(a)
+            _copies(dk, S, clean).copy_(b)
+            _copies(dv, S, clean).copy_(c)
+        if K > 1:
+            dqs, gkc, gvc = [], None, None
+            for j in range(K - 1, 0, -1):  # longest history first: its key grads start the accumulators
+                sl = slice(2 * j * S, 2 * (j + 1) * S)
+                hist = slice(0, j * S)
+                a, b, c = _CPU_FLASH_BWD(
+                    go[:, :, sl],
+                    q[:, :, sl],
+                    kc[:, :, hist],
+                    vc[:, :, hist],
+                    o[:, :, sl],
+                    lse[:, :, sl],
+                    0.0,
+                    False,
+                )
+                dqs.append(a)
+                if gkc is None:
+                    gkc, gvc = b, c
+                else:
+                    gkc[:, :, hist] += b
+                    gvc[:, :, hist] += c
+            dq[:, :, 2 * S :] += torch.cat(dqs[::-1], dim=2)
+            _copies(dk, S, True)[:, : K - 1] += gkc.reshape(B * H, K - 1, S, D)
+            _copies(dv, S, True)[:, : K - 1] += gvc.reshape(B * H, K - 1, S, D)
         return dq, dk, dv, None
 
 

@@ -26,7 +26,6 @@ import math
 import warnings
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -524,10 +523,19 @@ class MovingMNIST(Dataset):
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".gif", ".mov", ".mkv", ".webm")
 
 
+def _open_video(path: Path):
+    """Open a video with PyAV (imported here, so the synthetic data needs no video decoder)."""
+    try:
+        import av
+    except ImportError as e:
+        raise ImportError("reading video files needs PyAV: pip install av (it is in minivgpt's dependencies)") from e
+    return av.open(str(path))
+
+
 def _decode_frames(path: Path, start: int = 0, count: int | None = None) -> list[np.ndarray]:
     """Decode frames ``start .. start+count-1`` (all if count is None) as uint8 (h, w, 3) RGB arrays."""
     frames = []
-    with av.open(str(path)) as container:
+    with _open_video(path) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
         for i, frame in enumerate(container.decode(video=0)):
@@ -541,7 +549,7 @@ def _decode_frames(path: Path, start: int = 0, count: int | None = None) -> list
 
 def _count_frames(path: Path) -> int:
     """Number of decodable frames (decodes every frame, without colour conversion)."""
-    with av.open(str(path)) as container:
+    with _open_video(path) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
         return sum(1 for _ in container.decode(video=0))

@@ -60,8 +60,8 @@ class Rope3D(nn.Module):
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x (B, H, L, hd)`` by angles whose cos/sin are ``(L, hd/2)`` (half-split convention)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -92,7 +92,9 @@ class Attention(nn.Module):
         ``past`` holds cached keys/values that are prepended (the clean history at rollout).
         """
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
-        q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)
+        # qk-norm and RoPE in fp32 (under bf16 autocast too), then back to the dtype of v for attention
+        q = apply_rope(self.q_norm(q.float()), cos, sin).to(v.dtype)
+        k = apply_rope(self.k_norm(k.float()), cos, sin).to(v.dtype)
         kv = (k, v)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)

@@ -1,0 +1,28 @@
+"""torchrun on CPU (gloo): two processes end with the same parameters as one process (same global batch)."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ARGS = ["width=32", "depth=1", "heads=2", "image_size=16", "patch_size=8", "num_samples=64", "batch_size=4",
+        "clips=2", "frames_per_clip=2", "warmup=2", "log_every=1", "progress=false", "steps=4", "threads=1"]
+
+
+def _run(cmd, cwd):
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_equal_single_process(tmp_path):
+    """Two ranks, each accumulating two micro-batches of 1, against one process with batches of 4."""
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    _run([sys.executable, "-m", "minivgpt.train", *ARGS, f"out={single}"], tmp_path)
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          "-m", "minivgpt.train", *ARGS, "grad_accum=2", f"out={ddp}"], tmp_path)
+    a = torch.load(single / "last.pt", weights_only=True)["model"]
+    b = torch.load(ddp / "last.pt", weights_only=True)["model"]
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
