@@ -28,7 +28,7 @@ def runs_dir(name: str = "") -> Path:
 
 
 def ci_overrides(namespace: dict[str, Any], **tiny: Any) -> dict[str, Any]:
-    """In CI mode, overwrite the given parameters in ``namespace`` (pass ``globals()``) with tiny values.
+    """In CI mode, overwrite the given parameters in ``namespace`` (``globals()`` or a params dict) with tiny values.
 
     Returns the parameters that were changed (empty outside CI). Unknown names are an error, so a
     renamed parameter cannot silently escape the CI shrink.
@@ -40,3 +40,30 @@ def ci_overrides(namespace: dict[str, Any], **tiny: Any) -> dict[str, Any]:
         return {}
     namespace.update(tiny)
     return dict(tiny)
+
+
+def snapshot_names(namespace: dict[str, Any]) -> set[str]:
+    """Names defined before a notebook's ``parameters`` cell (pass ``globals()``)."""
+    return set(namespace)
+
+
+def collect_params(namespace: dict[str, Any], before: set[str]) -> dict[str, Any]:
+    """The parameters a notebook defined or papermill injected since ``before``, checked against the config.
+
+    Every new public name must be a training config key (:func:`minivgpt.config.valid_keys`); an unknown
+    one (a typo in ``papermill -p stepz 10``) raises with the closest valid name.
+    """
+    from .config import unknown_key_message, valid_keys
+
+    valid = valid_keys()
+    names = [n for n in namespace if n not in before and not n.startswith("_")]
+    for n in names:
+        if n not in valid:
+            raise ValueError(unknown_key_message(n, list(valid)))
+    return {n: namespace[n] for n in names}
+
+
+def resolve_out(path: str) -> str:
+    """A relative ``out=`` folder is taken from the repository root, wherever the notebook runs."""
+    p = Path(path)
+    return str(p if p.is_absolute() else ROOT / p)
