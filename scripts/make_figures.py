@@ -1,0 +1,112 @@
+"""Write the README's pictures to docs/figures/ from the library and from finished runs.
+
+    make figures            (= python scripts/make_figures.py)
+
+mask.png and sequence.png need nothing; training_curve.png and rollout.png need `make demo` (runs/demo);
+bench.png needs `make bench` (runs/bench.json). Missing inputs are reported, not invented.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from minivgpt import masks, viz  # noqa: E402
+from minivgpt.notebook import ROOT  # noqa: E402
+
+OUT = ROOT / "docs" / "figures"
+
+
+def mask_figure() -> Path:
+    K, F, N = 3, 2, 4
+    layout = masks.token_layout(K, F, N)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6), gridspec_kw={"width_ratios": [1.35, 1]})
+    viz.plot_mask(masks.hierarchical_mask(K, F, N), layout=layout, ax=axes[0],
+                  title=f"hierarchical mask, K={K} clips x F={F} frames x N={N} patches (row = query)")
+    ks = list(range(1, 17))
+    axes[1].plot(ks, [masks.mask_density(k, 2, 16) for k in ks], "o-")
+    axes[1].set(xlabel="clips K (F=2, N=16)", ylabel="fraction of pairs allowed", title="mask density against K")
+    axes[1].grid(alpha=0.3)
+    return _save(fig, "mask.png")
+
+
+def sequence_figure() -> Path:
+    K, F, N = 4, 2, 4
+    layout = masks.token_layout(K, F, N)
+    t = torch.tensor([0.15, 0.8, 0.45, 0.3])
+    fig, ax = plt.subplots(figsize=(12, 2.6))
+    viz.plot_sequence_strip(layout, t=t, ax=ax, title="interleaved sequence: noisy clip k (lighter, its own t) then clean clip k")
+    return _save(fig, "sequence.png")
+
+
+def curve_figure() -> Path | None:
+    path = ROOT / "runs" / "demo" / "metrics.jsonl"
+    if not path.exists():
+        print(f"skip training_curve.png: {path} is missing (run `make demo`)")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    viz.plot_curves(viz.load_jsonl(path), keys=("loss",), ax=ax, logy=True, title="make demo: training loss")
+    return _save(fig, "training_curve.png")
+
+
+def rollout_figure() -> Path | None:
+    src = ROOT / "runs" / "demo" / "rollout.png"
+    if not src.exists():
+        print(f"skip rollout.png: {src} is missing (run `make demo`)")
+        return None
+    OUT.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, OUT / "rollout.png")
+    gif = src.with_suffix(".gif")
+    if gif.exists():
+        shutil.copyfile(gif, OUT / "rollout.gif")
+    return OUT / "rollout.png"
+
+
+def bench_figure() -> Path | None:
+    path = ROOT / "runs" / "bench.json"
+    if not path.exists():
+        print(f"skip bench.png: {path} is missing (run `make bench`)")
+        return None
+    b = json.loads(path.read_text())
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    att = b["attention"]
+    names = ["dense", "mask_aware"] + (["flex (fwd only)"] if att.get("flex_ms") else [])
+    vals = [att["dense_ms"], att["mask_aware_ms"]] + ([att["flex_ms"]] if att.get("flex_ms") else [])
+    axes[0].bar(names, vals, color=["#999", "#2a7", "#47c"][: len(vals)])
+    axes[0].set(ylabel="ms", title=f"attention at L={att['seq_len']} (fwd+bwd)\nmask-aware {att['speedup']:.2f}x faster")
+    ro = b["rollout"]
+    axes[1].bar(["recompute", "KV cache"], [ro["recompute_s"], ro["cache_s"]], color=["#999", "#2a7"])
+    axes[1].set(ylabel="s", title=f"rollout, {ro['history_clips']}-clip history\ncache {ro['speedup']:.1f}x faster")
+    tr = b["train"]
+    axes[2].bar(["useful FLOP/s", "matmul peak"], [tr["useful_flops_per_s"] / 1e9, tr["matmul_peak_flops_per_s"] / 1e9],
+                color=["#2a7", "#999"])
+    axes[2].set(ylabel="GFLOP/s", title=f"training, {tr['tokens_per_s']:.0f} tokens/s\nMFU {100 * tr['mfu']:.0f}% of measured peak")
+    fig.suptitle(f"python -m minivgpt.bench on {b['device']}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, "bench.png")
+
+
+def _save(fig, name: str) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    fig.savefig(OUT / name, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return OUT / name
+
+
+def main() -> int:
+    written = [p for p in (mask_figure(), sequence_figure(), curve_figure(), rollout_figure(), bench_figure()) if p]
+    for p in written:
+        print("wrote", p.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
