@@ -21,8 +21,12 @@ def is_ci() -> bool:
 
 
 def runs_dir(name: str = "") -> Path:
-    """``<repo>/runs/<name>`` (git-ignored), created if needed; the same folder from any working directory."""
-    path = ROOT / "runs" / name
+    """``<repo>/runs/<name>`` (git-ignored), created if needed; the same folder from any working directory.
+
+    In CI mode it is ``<repo>/runs/ci/<name>``, so the tiny CI runs never overwrite a real run that a
+    later notebook would load.
+    """
+    path = ROOT / "runs" / ("ci" if is_ci() else "") / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
