@@ -29,19 +29,22 @@ EVAL = dict(context_clips=2, predict_clips=2, eval_videos=64, sample_steps=20)
 
 
 def forecast(model, tokenizer, videos: torch.Tensor, context_clips: int, predict_clips: int, frames: int,
-             steps: int, seed: int = 0) -> torch.Tensor:
+             steps: int, seed: int = 0, window: int | None = None) -> torch.Tensor:
     """Roll out ``predict_clips`` clips after the first ``context_clips`` clips of ``videos (B, T, C, H, W)``;
-    returns the predicted frames ``(B, predict_clips * F, C, H, W)``."""
+    returns the predicted frames ``(B, predict_clips * F, C, H, W)``. ``window`` defaults to the whole
+    sequence (context + predicted clips); keep it at most the number of clips seen in training."""
     ctx = tokenizer.encode(videos[:, : context_clips * frames], frames)
-    out = rollout(model, ctx, predict_clips, steps=steps, window=context_clips + predict_clips,
+    window = window or context_clips + predict_clips
+    out = rollout(model, ctx, predict_clips, steps=steps, window=window,
                   generator=torch.Generator().manual_seed(seed), progress=True)
     return tokenizer.decode(out[:, context_clips:])
 
 
 def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> dict:
-    """Model and baselines on the same held-out frames: {"model", "copy_last", "linear"} -> metric dicts."""
+    """Model and baselines on the same held-out frames: {"model", "copy_last", "linear", "background"} -> metrics."""
     h = target.shape[1]
-    rows = {"model": pred, "copy_last": metrics.copy_last(context, h), "linear": metrics.linear_extrapolation(context, h)}
+    rows = {"model": pred, "copy_last": metrics.copy_last(context, h), "linear": metrics.linear_extrapolation(context, h),
+            "background": metrics.static_background(context, h)}
     return {name: metrics.evaluate_forecast(p, target, context=context) for name, p in rows.items()}
 
 
@@ -92,9 +95,10 @@ def _print_table(report: dict) -> None:
     print(f"\nForecast of {report['horizon_frames']} frames on {report['eval_videos']} held-out videos "
           f"(wall {report['wall_s']} s):")
     print(f"{'':12s}" + "".join(f"{k:>12s}" for k in keys))
-    for name in ("model", "copy_last", "linear"):
+    for name in ("model", "copy_last", "linear", "background"):
         print(f"{name:12s}" + "".join(f"{report[name][k]:12.4f}" for k in keys))
-    print(f"model MSE / copy-last MSE = {report['mse_ratio_vs_copy_last']:.3f}")
+    print(f"model MSE / copy-last MSE = {report['mse_ratio_vs_copy_last']:.3f}; "
+          f"model MSE / static-background MSE = {report['model']['mse'] / report['background']['mse']:.3f}")
 
 
 if __name__ == "__main__":

@@ -314,3 +314,13 @@ def test_frechet_rank_deficient_is_stable():
     d = M.frechet_distance(a, b)
     assert torch.isfinite(d) and d.item() > 0
     assert abs(M.frechet_distance(a, a).item()) < 1e-6
+
+
+def test_static_background_removes_a_moving_object():
+    from minivgpt.metrics import static_background
+
+    ctx = -torch.ones(1, 5, 1, 4, 4)
+    for t in range(5):
+        ctx[0, t, 0, 0, t % 4] = 1.0  # a dot that moves every frame
+    bg = static_background(ctx, 3)
+    assert bg.shape == (1, 3, 1, 4, 4) and torch.equal(bg, -torch.ones_like(bg))
