@@ -131,7 +131,10 @@ class FrameAutoencoder(nn.Module):
 
         enc: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
         for i in range(stages):
-            enc += [_ResBlock(widths[i], widths[i]), nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1)]
+            enc += [
+                _ResBlock(widths[i], widths[i]),
+                nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1),
+            ]
         enc += [
             _ResBlock(widths[-1], widths[-1]),
             nn.GroupNorm(_groups(widths[-1]), widths[-1]),
@@ -140,10 +143,17 @@ class FrameAutoencoder(nn.Module):
         ]
         self.encoder = nn.Sequential(*enc)
 
-        dec: list[nn.Module] = [nn.Conv2d(latent_channels, widths[-1], 3, padding=1), _ResBlock(widths[-1], widths[-1])]
+        dec: list[nn.Module] = [
+            nn.Conv2d(latent_channels, widths[-1], 3, padding=1),
+            _ResBlock(widths[-1], widths[-1]),
+        ]
         for i in reversed(range(stages)):
             dec += [_Upsample(widths[i + 1], widths[i]), _ResBlock(widths[i], widths[i])]
-        dec += [nn.GroupNorm(_groups(widths[0]), widths[0]), nn.SiLU(), nn.Conv2d(widths[0], in_channels, 3, padding=1)]
+        dec += [
+            nn.GroupNorm(_groups(widths[0]), widths[0]),
+            nn.SiLU(),
+            nn.Conv2d(widths[0], in_channels, 3, padding=1),
+        ]
         self.decoder = nn.Sequential(*dec)
 
         self.register_buffer("scale", torch.tensor(1.0))
@@ -167,7 +177,7 @@ class FrameAutoencoder(nn.Module):
         """Unscaled latents: ``(..., C, H, W)`` -> ``(..., c, H/s, W/s)``."""
         flat, lead = _flatten_frames(x, "encode")
         if flat.shape[1] != self.in_channels:
-            raise ValueError(f"encode expects {self.in_channels} channels, got frames of shape {tuple(x.shape)}")
+            raise ValueError(f"encode expects {self.in_channels} channels, got frames {tuple(x.shape)}")
         H, W = flat.shape[-2:]
         self.latent_shape(H, W)
         return _unflatten_frames(self.encoder(flat), lead)
@@ -184,7 +194,7 @@ class FrameAutoencoder(nn.Module):
         return self.encode_raw(x) * self.scale
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents ``(..., c, H/s, W/s)`` (as returned by :meth:`encode`) -> frames ``(..., C, H, W)`` in [-1, 1]."""
+        """Latents ``(..., c, H/s, W/s)`` (as from :meth:`encode`) -> frames ``(..., C, H, W)`` in [-1, 1]."""
         return self.decode_raw(z / self.scale).clamp(-1.0, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -308,8 +318,8 @@ def _set_scale(model: nn.Module, frames: torch.Tensor, batch_size: int = 256) ->
 
 def train_autoencoder(
     dataset: Sequence,
-    steps: int = 1500,
-    batch_size: int = 32,
+    steps: int = 2000,
+    batch_size: int = 8,
     lr: float = 2e-3,
     seed: int = 0,
     progress: bool = True,
@@ -317,31 +327,37 @@ def train_autoencoder(
     *,
     model: nn.Module | None = None,
     latent_channels: int = 4,
-    hidden: int = 32,
+    hidden: int = 16,
     downsample: int = 4,
     weight_decay: float = 1e-4,
     warmup: int = 50,
     max_frames: int = 8192,
     log_every: int = 10,
+    hflip: bool = True,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train a :class:`FrameAutoencoder` on single frames drawn from a video dataset.
 
     Frames are gathered once from (a seeded random subset of, at most ``max_frames`` frames of) the
     dataset's videos; every step draws ``batch_size`` random frames and minimises the MSE between the
-    frames and their (unclamped) reconstructions with AdamW and a warmup + cosine learning rate.
+    frames and their (unclamped) reconstructions with AdamW (linear warmup over ``warmup`` steps, then
+    cosine decay to 5 % of ``lr``), optionally with random horizontal flips (``hflip``).
     After training ``model.scale`` is set so that ``encode`` gives latents of about unit std.
 
     Args:
         dataset: indexable, ``len()``-able; items are dicts with ``video`` ``(T, C, H, W)`` in [-1, 1]
             (or such tensors directly).
         steps: optimisation steps.
-        batch_size: frames per step.
+        batch_size: frames per step. Small batches and more steps train these tiny models fastest on
+            a CPU (measured: 3000 steps of 8 frames beat 750 steps of 32 by about 5 dB for the same time).
         lr: peak learning rate.
         seed: seeds the model init and frame sampling; same seed, same data -> same model (on the same
             machine and thread count).
         progress: show a tqdm bar.
-        time_limit_s: stop early (and say so in the history) after this many seconds of training.
-        model: train this model instead of a new ``FrameAutoencoder(C, latent_channels, hidden, downsample)``.
+        time_limit_s: stop early (and say so in the history) after this many seconds of training. The
+            cosine schedule then runs on whichever is further along, steps or time, so a run cut short by
+            the limit still ends at the low learning rate (timing makes such a run non-deterministic).
+        model: train this model instead of a new ``FrameAutoencoder(C, latent_channels, hidden, downsample)``
+            (``hidden`` defaults to 16 here, half the class default, so that training fits a few CPU minutes).
     Returns:
         ``(model, history)``: the model in eval mode, and a list of dicts
         ``{"step", "loss", "psnr", "lr", "time_s"}`` every ``log_every`` steps (and the last step);
@@ -367,24 +383,32 @@ def train_autoencoder(
         betas=(0.9, 0.99),
     )
 
-    def lr_at(step: int) -> float:
+    def progress_at(step: int, elapsed: float) -> float:
+        """Fraction of training done: by steps, or by time when a time limit is closer."""
+        frac = step / steps
+        if time_limit_s is not None:
+            frac = max(frac, elapsed / max(time_limit_s, 1e-9))
+        return min(1.0, frac)
+
+    def lr_at(step: int, frac: float) -> float:
         if step < warmup:
             return lr * (step + 1) / warmup
-        frac = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac))))
+        return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     stopped_early = False
     bar = tqdm(range(steps), desc="autoencoder", disable=not progress, leave=False)
+    elapsed = 0.0
     for step in bar:
+        step_lr = lr_at(step, progress_at(step, elapsed))
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = step_lr
         idx = torch.randint(len(pool), (batch_size,), generator=g)
         x = pool[idx]
-        # random horizontal flips: cheap augmentation, the content is symmetric
-        flip = torch.rand(batch_size, generator=g) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if hflip:  # random horizontal flips: cheap augmentation (left/right symmetric worlds)
+            flip = torch.rand(batch_size, generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         recon = model.decode_raw(model.encode_raw(x))
         loss = F.mse_loss(recon, x)
         opt.zero_grad(set_to_none=True)
@@ -400,7 +424,7 @@ def train_autoencoder(
                 "step": step + 1,
                 "loss": float(loss.detach()),
                 "psnr": float(10 * torch.log10(4.0 / mse_clamped)),
-                "lr": lr_at(step),
+                "lr": step_lr,
                 "time_s": elapsed,
             }
             history.append(rec)
@@ -454,7 +478,9 @@ def save_autoencoder(model: nn.Module, path: str | os.PathLike) -> None:
     """
     kind = getattr(model, "kind", None)
     if kind not in AUTOENCODER_KINDS:
-        raise TypeError(f"save_autoencoder expects a FrameAutoencoder or IdentityAutoencoder, got {type(model).__name__}")
+        raise TypeError(
+            f"save_autoencoder expects a FrameAutoencoder or IdentityAutoencoder, got {type(model).__name__}"
+        )
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -466,7 +492,10 @@ def save_autoencoder(model: nn.Module, path: str | os.PathLike) -> None:
         "scale": float(model.scale),
     }
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()

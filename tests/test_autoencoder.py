@@ -1,0 +1,173 @@
+"""Tests for minivgpt.autoencoder: shapes, identity, checkpoints, a short training run, determinism."""
+
+import math
+import os
+
+import pytest
+import torch
+
+from minivgpt.autoencoder import (
+    FrameAutoencoder,
+    IdentityAutoencoder,
+    build_autoencoder,
+    load_autoencoder,
+    reconstruction_psnr,
+    save_autoencoder,
+    train_autoencoder,
+)
+from minivgpt.data import BouncingBalls
+
+
+@pytest.fixture(scope="module")
+def tiny_balls():
+    return BouncingBalls(num_samples=8, num_frames=6, image_size=16, seed=0)
+
+
+def _tiny_train(dataset, seed=0, steps=12):
+    return train_autoencoder(
+        dataset,
+        steps=steps,
+        batch_size=8,
+        lr=3e-3,
+        seed=seed,
+        progress=False,
+        hidden=8,
+        warmup=2,
+        log_every=1,
+    )
+
+
+@pytest.mark.parametrize("lead", [(), (5,), (2, 3), (2, 2, 3)])
+def test_conv_shapes_any_leading_dims(lead):
+    ae = FrameAutoencoder(in_channels=3, latent_channels=4, hidden=8, downsample=4).eval()
+    x = torch.rand(*lead, 3, 16, 24) * 2 - 1
+    z = ae.encode(x)
+    assert z.shape == (*lead, 4, 4, 6)
+    y = ae.decode(z)
+    assert y.shape == x.shape
+    assert y.min() >= -1 and y.max() <= 1
+    assert ae.latent_shape(16, 24) == (4, 4, 6)
+
+
+@pytest.mark.parametrize("downsample", [1, 2, 8])
+def test_conv_other_downsample(downsample):
+    ae = FrameAutoencoder(in_channels=1, latent_channels=2, hidden=8, downsample=downsample)
+    z = ae.encode(torch.zeros(2, 1, 16, 16))
+    assert z.shape == (2, 2, 16 // downsample, 16 // downsample)
+
+
+def test_conv_rejects_bad_input():
+    ae = FrameAutoencoder(hidden=8)
+    with pytest.raises(ValueError, match="channels"):
+        ae.encode(torch.zeros(2, 1, 16, 16))
+    with pytest.raises(ValueError, match="divisible"):
+        ae.encode(torch.zeros(2, 3, 18, 16))
+    with pytest.raises(ValueError, match="power of two"):
+        FrameAutoencoder(downsample=3)
+
+
+def test_identity_is_exact():
+    ae = build_autoencoder("identity", 3)
+    assert isinstance(ae, IdentityAutoencoder)
+    assert ae.downsample == 1 and ae.latent_channels == 3
+    x = torch.randn(2, 3, 4, 3, 8, 8) * 3  # even outside [-1, 1]: no clamping
+    assert torch.equal(ae.encode(x), x)
+    assert torch.equal(ae.decode(ae.encode(x)), x)
+    assert list(ae.parameters()) == []
+
+
+def test_build_autoencoder():
+    ae = build_autoencoder("conv", 1, latent_channels=2, hidden=8)
+    assert isinstance(ae, FrameAutoencoder) and ae.in_channels == 1 and ae.latent_channels == 2
+    with pytest.raises(ValueError, match="identity.*conv"):
+        build_autoencoder("vae", 3)
+
+
+def test_scale_does_not_change_reconstruction():
+    ae = FrameAutoencoder(hidden=8).eval()
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    y1 = ae(x)
+    z1 = ae.encode(x)
+    ae.scale.fill_(3.0)
+    assert torch.allclose(ae.encode(x), 3.0 * z1)
+    assert torch.allclose(ae(x), y1, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["conv", "identity"])
+def test_save_load_round_trip(tmp_path, kind):
+    ae = build_autoencoder(kind, 3, **({"hidden": 8} if kind == "conv" else {})).eval()
+    ae.scale.fill_(1.7 if kind == "conv" else 1.0)
+    path = tmp_path / "sub" / "ae.pt"
+    save_autoencoder(ae, path)
+    assert os.listdir(path.parent) == ["ae.pt"]  # atomic: no temporary file left behind
+
+    raw = torch.load(path, weights_only=True)
+    assert raw["kind"] == kind and "state_dict" in raw and "kwargs" in raw
+    assert raw["scale"] == pytest.approx(float(ae.scale))
+
+    loaded = load_autoencoder(path)
+    assert type(loaded) is type(ae) and not loaded.training
+    assert float(loaded.scale) == pytest.approx(float(ae.scale))
+    x = torch.rand(2, 2, 3, 16, 16) * 2 - 1
+    assert torch.equal(loaded.encode(x), ae.encode(x))
+    assert torch.equal(loaded.decode(loaded.encode(x)), ae.decode(ae.encode(x)))
+
+
+def test_load_missing_file_names_it(tmp_path):
+    path = tmp_path / "nope" / "ae.pt"
+    with pytest.raises(FileNotFoundError, match="ae.pt") as err:
+        load_autoencoder(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "not_a_checkpoint"])
+def test_load_corrupt_file_names_it(tmp_path, damage):
+    path = tmp_path / "broken.pt"
+    if damage == "garbage":
+        path.write_bytes(b"this is not a torch file")
+    elif damage == "truncated":
+        save_autoencoder(FrameAutoencoder(hidden=8), path)
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(RuntimeError) as err:
+        load_autoencoder(path)
+    assert str(path) in str(err.value)
+
+
+def test_short_training_lowers_loss_and_sets_scale(tiny_balls):
+    model, history = _tiny_train(tiny_balls, steps=25)
+    assert len(history) == 25 and history[0]["step"] == 1 and history[-1]["step"] == 25
+    first = sum(h["loss"] for h in history[:3]) / 3
+    last = sum(h["loss"] for h in history[-3:]) / 3
+    assert last < 0.7 * first, (first, last)
+    assert not model.training
+    # scale makes the encoded latents of training frames about unit std
+    frames = torch.cat([tiny_balls[i]["video"] for i in range(len(tiny_balls))])
+    with torch.no_grad():
+        std = model.encode(frames).std().item()
+    assert 0.8 < std < 1.25, std
+    assert history[-1]["scale"] == pytest.approx(float(model.scale))
+    psnr = reconstruction_psnr(model, tiny_balls, [0, 1])
+    assert math.isfinite(psnr) and psnr > 5
+
+
+def test_training_is_deterministic(tiny_balls):
+    m1, h1 = _tiny_train(tiny_balls, seed=3, steps=6)
+    m2, h2 = _tiny_train(tiny_balls, seed=3, steps=6)
+    m3, _ = _tiny_train(tiny_balls, seed=4, steps=6)
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+    s1, s2, s3 = m1.state_dict(), m2.state_dict(), m3.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert not all(torch.equal(s1[k], s3[k]) for k in s1)
+
+
+def test_time_limit_stops_early(tiny_balls):
+    _, history = train_autoencoder(
+        tiny_balls, steps=10_000, batch_size=4, seed=0, progress=False, hidden=8, time_limit_s=0.5
+    )
+    assert history[-1]["step"] < 10_000 and history[-1]["stopped_early"] == 1.0
+
+
+def test_reconstruction_psnr_identity_is_inf(tiny_balls):
+    assert reconstruction_psnr(IdentityAutoencoder(3), tiny_balls, [0]) == float("inf")
