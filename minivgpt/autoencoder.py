@@ -7,20 +7,22 @@ a tiny convolutional autoencoder, trained in minutes on CPU, that maps each fram
 
 Shapes (any leading dims are allowed and kept, e.g. clips ``(B, K, F, C, H, W)``):
 
-- ``encode``: ``(..., C, H, W)`` -> ``(..., c, H/s, W/s)``  (already multiplied by ``scale``)
+- ``encode``: ``(..., C, H, W)`` -> ``(..., c, H/s, W/s)``  (normalised: ``(raw - shift) * scale``)
 - ``decode``: ``(..., c, H/s, W/s)`` -> ``(..., C, H, W)`` in [-1, 1] (clamped)
 
-Latent scaling. Like Stable Diffusion's ``scaling_factor``, each model carries a ``scale`` buffer:
-:func:`train_autoencoder` sets it after training to ``1 / std`` of the raw latents of training frames,
-so that ``encode`` returns latents with about unit standard deviation (what a diffusion model with
-unit-variance noise expects). ``decode`` divides by ``scale`` first, so ``decode(encode(x))`` does not
-depend on it. ``scale`` is saved with the model.
+Latent normalisation. Like Stable Diffusion's ``scaling_factor`` (and SD3's ``shift_factor``), each
+model carries a scalar ``scale`` buffer and a per-channel ``shift`` buffer ``(c,)``.
+:func:`train_autoencoder` sets them after training from the raw latents of training frames: ``shift`` to
+their per-channel mean and ``scale`` to ``1 / std`` of the centred latents, so that ``encode`` returns
+latents with about zero mean and unit standard deviation (what a diffusion model with unit-variance
+noise expects). ``decode`` undoes the normalisation first, so ``decode(encode(x))`` does not depend on
+it. Both are buffers, saved with the model.
 
 Checkpoints (:func:`save_autoencoder` / :func:`load_autoencoder`) are plain dicts of strings, numbers
 and tensors, written atomically, and load with ``torch.load(weights_only=True)``::
 
     {"format": "minivgpt.autoencoder/1", "kind": "conv", "kwargs": {...},
-     "state_dict": {...}, "scale": float}
+     "state_dict": {...}, "scale": float, "shift": [float] * c}
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ class FrameAutoencoder(nn.Module):
         downsample: spatial reduction s, a power of two (1, 2, 4, 8); 4 means two stride-2 stages.
 
     Attributes:
-        scale: buffer (scalar), latents returned by :meth:`encode` are ``raw * scale``.
+        scale: buffer (scalar) and
+        shift: buffer ``(latent_channels,)``: :meth:`encode` returns ``(raw - shift) * scale``.
     """
 
     kind = "conv"
@@ -157,6 +160,7 @@ class FrameAutoencoder(nn.Module):
         self.decoder = nn.Sequential(*dec)
 
         self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("shift", torch.zeros(latent_channels))
 
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments (what :func:`save_autoencoder` stores)."""
@@ -190,12 +194,12 @@ class FrameAutoencoder(nn.Module):
         return _unflatten_frames(self.decoder(flat), lead)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Frames ``(..., C, H, W)`` in [-1, 1] -> latents ``(..., c, H/s, W/s)`` (times ``scale``)."""
-        return self.encode_raw(x) * self.scale
+        """Frames ``(..., C, H, W)`` in [-1, 1] -> normalised latents ``(..., c, H/s, W/s)``."""
+        return (self.encode_raw(x) - self.shift[:, None, None]) * self.scale
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents ``(..., c, H/s, W/s)`` (as from :meth:`encode`) -> frames ``(..., C, H, W)`` in [-1, 1]."""
-        return self.decode_raw(z / self.scale).clamp(-1.0, 1.0)
+        return self.decode_raw(z / self.scale + self.shift[:, None, None]).clamp(-1.0, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``decode(encode(x))``, same shape as ``x``."""
@@ -304,13 +308,17 @@ def _frame_pool(dataset: Sequence, max_frames: int, generator: torch.Generator) 
 
 @torch.no_grad()
 def _set_scale(model: nn.Module, frames: torch.Tensor, batch_size: int = 256) -> float:
-    """Set ``model.scale = 1 / std(raw latents of frames)``; returns the new scale."""
+    """Set ``model.shift`` (per-channel mean) and ``model.scale`` (1 / std of the centred latents) from
+    the raw latents of ``frames``; returns the new scale."""
     if isinstance(model, IdentityAutoencoder):
         return 1.0
     was_training = model.training
     model.eval()
     zs = [model.encode_raw(frames[i : i + batch_size]) for i in range(0, len(frames), batch_size)]
-    std = torch.cat(zs).float().std().clamp_min(1e-6)
+    z = torch.cat(zs).float().transpose(0, 1).flatten(1)  # (c, everything else)
+    shift = z.mean(1)
+    std = (z - shift[:, None]).std().clamp_min(1e-6)
+    model.shift.copy_(shift)
     model.scale.fill_(1.0 / std.item())
     model.train(was_training)
     return float(model.scale)
@@ -341,7 +349,8 @@ def train_autoencoder(
     dataset's videos; every step draws ``batch_size`` random frames and minimises the MSE between the
     frames and their (unclamped) reconstructions with AdamW (linear warmup over ``warmup`` steps, then
     cosine decay to 5 % of ``lr``), optionally with random horizontal flips (``hflip``).
-    After training ``model.scale`` is set so that ``encode`` gives latents of about unit std.
+    After training ``model.shift`` and ``model.scale`` are set so that ``encode`` gives latents of about
+    zero mean and unit std.
 
     Args:
         dataset: indexable, ``len()``-able; items are dicts with ``video`` ``(T, C, H, W)`` in [-1, 1]
@@ -473,8 +482,9 @@ def reconstruction_psnr(
 def save_autoencoder(model: nn.Module, path: str | os.PathLike) -> None:
     """Write ``model`` to ``path`` atomically (a temporary file in the same folder, then ``os.replace``).
 
-    The file holds ``{"format", "kind", "kwargs", "state_dict", "scale"}`` (strings, numbers, tensors
-    only), so it loads with ``torch.load(path, weights_only=True)``.
+    The file holds ``{"format", "kind", "kwargs", "state_dict", "scale", "shift"}`` (strings, numbers,
+    tensors only; ``scale`` and ``shift`` repeat the buffers of the state_dict for readers without
+    torch.nn), so it loads with ``torch.load(path, weights_only=True)``.
     """
     kind = getattr(model, "kind", None)
     if kind not in AUTOENCODER_KINDS:
@@ -490,6 +500,7 @@ def save_autoencoder(model: nn.Module, path: str | os.PathLike) -> None:
         "kwargs": dict(model.config()),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "scale": float(model.scale),
+        "shift": [float(v) for v in getattr(model, "shift", torch.zeros(0))],
     }
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), dir=folder)
     umask = os.umask(0)
@@ -532,8 +543,6 @@ def load_autoencoder(path: str | os.PathLike, map_location: str | torch.device =
         model.load_state_dict(ckpt["state_dict"])
     except Exception as e:
         raise RuntimeError(f"autoencoder checkpoint {path!r} does not match its model: {e}") from e
-    if "scale" in ckpt:
-        model.scale.fill_(float(ckpt["scale"]))
     return model.eval()
 
 

@@ -83,20 +83,24 @@ def test_build_autoencoder():
         build_autoencoder("vae", 3)
 
 
-def test_scale_does_not_change_reconstruction():
+def test_normalisation_does_not_change_reconstruction():
     ae = FrameAutoencoder(hidden=8).eval()
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     y1 = ae(x)
-    z1 = ae.encode(x)
+    raw = ae.encode_raw(x)
+    assert torch.equal(ae.encode(x), raw)  # untrained: shift 0, scale 1
     ae.scale.fill_(3.0)
-    assert torch.allclose(ae.encode(x), 3.0 * z1)
-    assert torch.allclose(ae(x), y1, atol=1e-6)
+    ae.shift.copy_(torch.tensor([0.5, -1.0, 0.0, 2.0]))
+    assert torch.allclose(ae.encode(x), 3.0 * (raw - ae.shift[:, None, None]))
+    assert torch.allclose(ae(x), y1, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["conv", "identity"])
 def test_save_load_round_trip(tmp_path, kind):
     ae = build_autoencoder(kind, 3, **({"hidden": 8} if kind == "conv" else {})).eval()
-    ae.scale.fill_(1.7 if kind == "conv" else 1.0)
+    if kind == "conv":
+        ae.scale.fill_(1.7)
+        ae.shift.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
     path = tmp_path / "sub" / "ae.pt"
     save_autoencoder(ae, path)
     assert os.listdir(path.parent) == ["ae.pt"]  # atomic: no temporary file left behind
@@ -108,6 +112,9 @@ def test_save_load_round_trip(tmp_path, kind):
     loaded = load_autoencoder(path)
     assert type(loaded) is type(ae) and not loaded.training
     assert float(loaded.scale) == pytest.approx(float(ae.scale))
+    if kind == "conv":
+        assert raw["shift"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+        assert torch.equal(loaded.shift, ae.shift)
     x = torch.rand(2, 2, 3, 16, 16) * 2 - 1
     assert torch.equal(loaded.encode(x), ae.encode(x))
     assert torch.equal(loaded.decode(loaded.encode(x)), ae.decode(ae.encode(x)))
@@ -142,11 +149,12 @@ def test_short_training_lowers_loss_and_sets_scale(tiny_balls):
     last = sum(h["loss"] for h in history[-3:]) / 3
     assert last < 0.7 * first, (first, last)
     assert not model.training
-    # scale makes the encoded latents of training frames about unit std
+    # shift and scale make the encoded latents of training frames about zero mean, unit std
     frames = torch.cat([tiny_balls[i]["video"] for i in range(len(tiny_balls))])
     with torch.no_grad():
-        std = model.encode(frames).std().item()
-    assert 0.8 < std < 1.25, std
+        z = model.encode(frames)
+    assert 0.8 < z.std().item() < 1.25, z.std().item()
+    assert z.mean((0, 2, 3)).abs().max().item() < 0.2
     assert history[-1]["scale"] == pytest.approx(float(model.scale))
     psnr = reconstruction_psnr(model, tiny_balls, [0, 1])
     assert math.isfinite(psnr) and psnr > 5
