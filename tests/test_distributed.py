@@ -26,3 +26,18 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
     b = torch.load(ddp / "last.pt", weights_only=True)["model"]
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_ddp_resume_equals_uninterrupted_single_process(tmp_path):
+    """A DDP run stopped after 2 of 4 steps and resumed under DDP ends where one uninterrupted process does."""
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "minivgpt.train"]
+    _run([sys.executable, "-m", "minivgpt.train", *ARGS, f"out={single}"], tmp_path)
+    _run([*torchrun, *ARGS, "stop_after=2", f"out={ddp}"], tmp_path)
+    assert torch.load(ddp / "last.pt", weights_only=True)["step"] == 2
+    _run([*torchrun, *ARGS, "resume=true", f"out={ddp}"], tmp_path)
+    a = torch.load(single / "last.pt", weights_only=True)["model"]
+    b = torch.load(ddp / "last.pt", weights_only=True)["model"]
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
