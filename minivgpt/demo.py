@@ -21,30 +21,65 @@ from .rollout import rollout
 from .train import build_dataset, train
 
 DEFAULTS = dict(
-    data="bouncing_balls", image_size=32, max_balls=1, patch_size=8, width=128, depth=4, heads=4,
-    clips=4, frames_per_clip=2, batch_size=32, steps=1500, lr=1e-3, warmup=50, ema_decay=0.995,
-    ckpt_every=100, log_every=20, threads=0, amp="bf16",
+    data="bouncing_balls",
+    image_size=32,
+    max_balls=1,
+    patch_size=8,
+    width=128,
+    depth=4,
+    heads=4,
+    clips=4,
+    frames_per_clip=2,
+    batch_size=32,
+    steps=1500,
+    lr=1e-3,
+    warmup=50,
+    ema_decay=0.995,
+    ckpt_every=100,
+    log_every=20,
+    threads=0,
+    amp="bf16",
 )
 EVAL = dict(context_clips=2, predict_clips=2, eval_videos=64, sample_steps=20)
 
 
-def forecast(model, tokenizer, videos: torch.Tensor, context_clips: int, predict_clips: int, frames: int,
-             steps: int, seed: int = 0, window: int | None = None) -> torch.Tensor:
+def forecast(
+    model,
+    tokenizer,
+    videos: torch.Tensor,
+    context_clips: int,
+    predict_clips: int,
+    frames: int,
+    steps: int,
+    seed: int = 0,
+    window: int | None = None,
+) -> torch.Tensor:
     """Roll out ``predict_clips`` clips after the first ``context_clips`` clips of ``videos (B, T, C, H, W)``;
     returns the predicted frames ``(B, predict_clips * F, C, H, W)``. ``window`` defaults to the whole
     sequence (context + predicted clips); keep it at most the number of clips seen in training."""
     ctx = tokenizer.encode(videos[:, : context_clips * frames], frames)
     window = window or context_clips + predict_clips
-    out = rollout(model, ctx, predict_clips, steps=steps, window=window,
-                  generator=torch.Generator().manual_seed(seed), progress=True)
+    out = rollout(
+        model,
+        ctx,
+        predict_clips,
+        steps=steps,
+        window=window,
+        generator=torch.Generator().manual_seed(seed),
+        progress=True,
+    )
     return tokenizer.decode(out[:, context_clips:])
 
 
 def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> dict:
     """Model and baselines on the same held-out frames: {"model", "copy_last", "linear", "background"} -> metrics."""
     h = target.shape[1]
-    rows = {"model": pred, "copy_last": metrics.copy_last(context, h), "linear": metrics.linear_extrapolation(context, h),
-            "background": metrics.static_background(context, h)}
+    rows = {
+        "model": pred,
+        "copy_last": metrics.copy_last(context, h),
+        "linear": metrics.linear_extrapolation(context, h),
+        "background": metrics.static_background(context, h),
+    }
     return {name: metrics.evaluate_forecast(p, target, context=context) for name, p in rows.items()}
 
 
@@ -63,9 +98,14 @@ def main(argv: list[str] | None = None) -> dict:
     pred = forecast(model, tok, videos, ev["context_clips"], ev["predict_clips"], F, ev["sample_steps"], c.train.seed)
     scores = evaluate_all(pred, videos[:, :n_ctx], videos[:, n_ctx:])
     out = result.out
-    report = {"horizon_frames": pred.shape[1], "wall_s": round(time.perf_counter() - t0, 1), **scores,
-              "mse_ratio_vs_copy_last": scores["model"]["mse"] / scores["copy_last"]["mse"],
-              "train_steps": c.train.steps, "eval_videos": len(videos)}
+    report = {
+        "horizon_frames": pred.shape[1],
+        "wall_s": round(time.perf_counter() - t0, 1),
+        **scores,
+        "mse_ratio_vs_copy_last": scores["model"]["mse"] / scores["copy_last"]["mse"],
+        "train_steps": c.train.steps,
+        "eval_videos": len(videos),
+    }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     _write_pictures(out, videos, pred, n_ctx)
     _print_table(report)
@@ -92,13 +132,17 @@ def _write_pictures(out, videos, pred, n_ctx) -> None:
 
 def _print_table(report: dict) -> None:
     keys = ["mse", "psnr", "ssim", "motion_iou"]
-    print(f"\nForecast of {report['horizon_frames']} frames on {report['eval_videos']} held-out videos "
-          f"(wall {report['wall_s']} s):")
+    print(
+        f"\nForecast of {report['horizon_frames']} frames on {report['eval_videos']} held-out videos "
+        f"(wall {report['wall_s']} s):"
+    )
     print(f"{'':12s}" + "".join(f"{k:>12s}" for k in keys))
     for name in ("model", "copy_last", "linear", "background"):
         print(f"{name:12s}" + "".join(f"{report[name][k]:12.4f}" for k in keys))
-    print(f"model MSE / copy-last MSE = {report['mse_ratio_vs_copy_last']:.3f}; "
-          f"model MSE / static-background MSE = {report['model']['mse'] / report['background']['mse']:.3f}")
+    print(
+        f"model MSE / copy-last MSE = {report['mse_ratio_vs_copy_last']:.3f}; "
+        f"model MSE / static-background MSE = {report['model']['mse'] / report['background']['mse']:.3f}"
+    )
 
 
 if __name__ == "__main__":

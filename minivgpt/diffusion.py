@@ -152,4 +152,3 @@ def drop_condition(model: torch.nn.Module, cond: torch.Tensor, drop: torch.Tenso
             raise ValueError("class labels given but the model has no class embedding (set num_classes > 0)")
         return torch.where(drop, torch.full_like(cond, null), cond)
     return cond * (~drop).to(cond.dtype).reshape(-1, *([1] * (cond.ndim - 1)))
-

@@ -216,9 +216,9 @@ class VideoGPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Run the transformer on ``tokens (B, L, D)`` laid out as ``layout``.
 
-        ``t_seg (B, S)`` is the diffusion time of each of the S segments (clip copies) in order. Returns the
-        final hidden states ``(B, S, T, W)`` (S segments of T tokens, before the output head), the per-segment conditioning
-        ``(B, S, W)`` and every layer's new ``(k, v)``.
+        ``t_seg (B, S)`` is the diffusion time of each of the S segments (clip copies) in order. Returns
+        the final hidden states ``(B, S, T, W)`` (S segments of T tokens, before the output head), the
+        per-segment conditioning ``(B, S, W)`` and every layer's new ``(k, v)``.
         """
         S = t_seg.shape[-1]
         if len(layout) % S or _num_segments(layout) != S:
@@ -271,7 +271,8 @@ class VideoGPT(nn.Module):
         B, K, Fr, N, D = noisy.shape
         if N != self.tokens_per_frame or D != self.in_dim:
             raise ValueError(
-                f"tokens must be (B, K, F, {self.tokens_per_frame}, {self.in_dim}) for this model, got {tuple(noisy.shape)}"
+                f"tokens must be (B, K, F, {self.tokens_per_frame}, {self.in_dim}) for this model, "
+                f"got {tuple(noisy.shape)}"
             )
         if t.shape != (B, K):
             raise ValueError(f"t must be (B, K) = ({B}, {K}), got {tuple(t.shape)}")
@@ -316,7 +317,11 @@ class VideoGPT(nn.Module):
         return rearrange(self._noisy_out(h, c, layout), "b (f n) d -> b f n d", f=Fr)
 
     def denoise_uncached(
-        self, history: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+        self,
+        history: torch.Tensor,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor | None = None,
         t_clean: float = 1.0,
     ) -> torch.Tensor:
         """Reference path without a cache: ``denoise(noisy, t, prefill(history))`` recomputed in one pass.
@@ -325,7 +330,9 @@ class VideoGPT(nn.Module):
         """
         B, Wc, Fr, N, _ = history.shape
         layout = rollout_layout(Wc, Fr, N)
-        tokens = torch.cat([rearrange(history, "b k f n d -> b (k f n) d"), rearrange(noisy, "b f n d -> b (f n) d")], 1)
+        tokens = torch.cat(
+            [rearrange(history, "b k f n d -> b (k f n) d"), rearrange(noisy, "b f n d -> b (f n) d")], 1
+        )
         t_seg = torch.cat([torch.full((B, Wc), float(t_clean), device=t.device), t[:, None]], dim=1)
         attend = sdpa(mask_from_layout(layout).to(noisy.device))
         h, c, _ = self.run(tokens, layout, t_seg, attend, cond)

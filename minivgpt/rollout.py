@@ -64,9 +64,9 @@ def rollout(
     for _ in bar:
         history = torch.stack(clips[-window:], dim=1) if clips else context[:, :0]
         if use_cache:
-            denoise = lambda x, t: model.denoise(x, t, cache, cond)  # noqa: E731
+            denoise = lambda x, t: model.denoise(x, t, cache, cond)  # noqa: E731, B023 (used in this iteration)
         else:
-            denoise = lambda x, t: model.denoise_uncached(history, x, t, cond)  # noqa: E731
+            denoise = lambda x, t: model.denoise_uncached(history, x, t, cond)  # noqa: E731, B023
         uncond = lambda x, t: model.denoise(x, t, None, uncond_cond)  # noqa: E731
         noise = torch.randn((B, Fr, N, D), generator=generator).to(context.device, context.dtype)
         new = flow.sample(denoise, noise, steps, cfg_scale, uncond if cfg_scale != 1.0 else None)

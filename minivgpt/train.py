@@ -170,7 +170,9 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     t = cfg.train
     rank, world = dist_info()
     if t.batch_size % (world * t.grad_accum):
-        raise ValueError(f"batch_size={t.batch_size} must be divisible by world size {world} x grad_accum {t.grad_accum}")
+        raise ValueError(
+            f"batch_size={t.batch_size} must be divisible by world size {world} x grad_accum {t.grad_accum}"
+        )
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
@@ -199,7 +201,9 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             records = _read_records(out / "metrics.jsonl", upto=start)
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if t.compile:
         net = torch.compile(net)
     if rank == 0:
@@ -209,8 +213,14 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     def save(step: int) -> None:
         if rank == 0:
             checkpoint.save(
-                {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                 "config": cfg.to_params(), "channels": tokenizer.channels},
+                {
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "config": cfg.to_params(),
+                    "channels": tokenizer.channels,
+                },
                 out / "last.pt",
             )
 
@@ -254,8 +264,16 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
         tokens_seen += x_all.shape[0] * 2 * x_all[0].numel() // x_all.shape[-1]
         done = step + 1
         if rank == 0 and (done % t.log_every == 0 or done == t.steps):
-            rec = {"step": done, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "stage": stage,
-                   "clips": K, "frames_per_clip": Fr, "tokens_per_s": tokens_seen / (time.perf_counter() - t0)}
+            rec = {
+                "step": done,
+                "loss": loss_sum,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "stage": stage,
+                "clips": K,
+                "frames_per_clip": Fr,
+                "tokens_per_s": tokens_seen / (time.perf_counter() - t0),
+            }
             records.append(rec)
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -293,7 +311,9 @@ def _write_records(path: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def load_run(folder: str | os.PathLike, device: str = "cpu", use_ema: bool = True) -> tuple[VideoGPT, VideoTokenizer, Config]:
+def load_run(
+    folder: str | os.PathLike, device: str = "cpu", use_ema: bool = True
+) -> tuple[VideoGPT, VideoTokenizer, Config]:
     """Load a trained run (``OUT/last.pt``, or ``prev.pt`` if that is damaged): model, tokenizer, config."""
     ckpt = checkpoint.load_latest(folder, map_location=device)
     if ckpt is None:

@@ -29,8 +29,12 @@ def mask_figure() -> Path:
     K, F, N = 3, 2, 4
     layout = masks.token_layout(K, F, N)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6), gridspec_kw={"width_ratios": [1.35, 1]})
-    viz.plot_mask(masks.hierarchical_mask(K, F, N), layout=layout, ax=axes[0],
-                  title=f"hierarchical mask, K={K} clips x F={F} frames x N={N} patches (row = query)")
+    viz.plot_mask(
+        masks.hierarchical_mask(K, F, N),
+        layout=layout,
+        ax=axes[0],
+        title=f"hierarchical mask, K={K} clips x F={F} frames x N={N} patches (row = query)",
+    )
     ks = list(range(1, 17))
     axes[1].plot(ks, [masks.mask_density(k, 2, 16) for k in ks], "o-")
     axes[1].set(xlabel="clips K (F=2, N=16)", ylabel="fraction of pairs allowed", title="mask density against K")
@@ -43,7 +47,9 @@ def sequence_figure() -> Path:
     layout = masks.token_layout(K, F, N)
     t = torch.tensor([0.15, 0.8, 0.45, 0.3])
     fig, ax = plt.subplots(figsize=(12, 2.6))
-    viz.plot_sequence_strip(layout, t=t, ax=ax, title="interleaved sequence: noisy clip k (lighter, its own t) then clean clip k")
+    viz.plot_sequence_strip(
+        layout, t=t, ax=ax, title="interleaved sequence: noisy clip k (lighter, its own t) then clean clip k"
+    )
     return _save(fig, "sequence.png")
 
 
@@ -81,14 +87,22 @@ def bench_figure() -> Path | None:
     names = ["dense", "mask_aware"] + (["flex (fwd only)"] if att.get("flex_ms") else [])
     vals = [att["dense_ms"], att["mask_aware_ms"]] + ([att["flex_ms"]] if att.get("flex_ms") else [])
     axes[0].bar(names, vals, color=["#999", "#2a7", "#47c"][: len(vals)])
-    axes[0].set(ylabel="ms", title=f"attention at L={att['seq_len']} (fwd+bwd)\nmask-aware {att['speedup']:.2f}x faster")
+    axes[0].set(
+        ylabel="ms", title=f"attention at L={att['seq_len']} (fwd+bwd)\nmask-aware {att['speedup']:.2f}x faster"
+    )
     ro = b["rollout"]
     axes[1].bar(["recompute", "KV cache"], [ro["recompute_s"], ro["cache_s"]], color=["#999", "#2a7"])
     axes[1].set(ylabel="s", title=f"rollout, {ro['history_clips']}-clip history\ncache {ro['speedup']:.1f}x faster")
     tr = b["train"]
-    axes[2].bar(["useful FLOP/s", "matmul peak"], [tr["useful_flops_per_s"] / 1e9, tr["matmul_peak_flops_per_s"] / 1e9],
-                color=["#2a7", "#999"])
-    axes[2].set(ylabel="GFLOP/s", title=f"training, {tr['tokens_per_s']:.0f} tokens/s\nMFU {100 * tr['mfu']:.0f}% of measured peak")
+    axes[2].bar(
+        ["useful FLOP/s", "matmul peak"],
+        [tr["useful_flops_per_s"] / 1e9, tr["matmul_peak_flops_per_s"] / 1e9],
+        color=["#2a7", "#999"],
+    )
+    axes[2].set(
+        ylabel="GFLOP/s",
+        title=f"training, {tr['tokens_per_s']:.0f} tokens/s\nMFU {100 * tr['mfu']:.0f}% of measured peak",
+    )
     fig.suptitle(f"python -m minivgpt.bench on {b['device']}", fontsize=10)
     fig.tight_layout()
     return _save(fig, "bench.png")

@@ -6,8 +6,22 @@ import sys
 import pytest
 import torch
 
-ARGS = ["width=32", "depth=1", "heads=2", "image_size=16", "patch_size=8", "num_samples=64", "batch_size=4",
-        "clips=2", "frames_per_clip=2", "warmup=2", "log_every=1", "progress=false", "steps=4", "threads=1"]
+ARGS = [
+    "width=32",
+    "depth=1",
+    "heads=2",
+    "image_size=16",
+    "patch_size=8",
+    "num_samples=64",
+    "batch_size=4",
+    "clips=2",
+    "frames_per_clip=2",
+    "warmup=2",
+    "log_every=1",
+    "progress=false",
+    "steps=4",
+    "threads=1",
+]
 
 
 def _run(cmd, cwd):
@@ -20,8 +34,22 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
     """Two ranks, each accumulating two micro-batches of 1, against one process with batches of 4."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _run([sys.executable, "-m", "minivgpt.train", *ARGS, f"out={single}"], tmp_path)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          "-m", "minivgpt.train", *ARGS, "grad_accum=2", f"out={ddp}"], tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "minivgpt.train",
+            *ARGS,
+            "grad_accum=2",
+            f"out={ddp}",
+        ],
+        tmp_path,
+    )
     a = torch.load(single / "last.pt", weights_only=True)["model"]
     b = torch.load(ddp / "last.pt", weights_only=True)["model"]
     for name in a:
@@ -32,7 +60,16 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
 def test_ddp_resume_equals_uninterrupted_single_process(tmp_path):
     """A DDP run stopped after 2 of 4 steps and resumed under DDP ends where one uninterrupted process does."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "minivgpt.train"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "minivgpt.train",
+    ]
     _run([sys.executable, "-m", "minivgpt.train", *ARGS, f"out={single}"], tmp_path)
     _run([*torchrun, *ARGS, "stop_after=2", f"out={ddp}"], tmp_path)
     assert torch.load(ddp / "last.pt", weights_only=True)["step"] == 2

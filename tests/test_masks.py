@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from minivgpt.masks import hierarchical_mask, mask_density, rollout_layout, token_layout, mask_from_layout
+from minivgpt.masks import hierarchical_mask, mask_density, mask_from_layout, rollout_layout, token_layout
 
 
 def rule(qc, qf, qn, kc, kf, kn):

@@ -19,7 +19,11 @@ def make_model(attention="dense", **kw):
 
 def inputs():
     g = torch.Generator().manual_seed(1)
-    return torch.randn(B, K, F, N, D, generator=g), torch.randn(B, K, F, N, D, generator=g), torch.rand(B, K, generator=g)
+    return (
+        torch.randn(B, K, F, N, D, generator=g),
+        torch.randn(B, K, F, N, D, generator=g),
+        torch.rand(B, K, generator=g),
+    )
 
 
 @pytest.mark.parametrize("drop", [True, False])

@@ -9,8 +9,22 @@ import time
 import pytest
 import torch
 
-ARGS = ["width=32", "depth=1", "heads=2", "image_size=16", "patch_size=8", "num_samples=64", "batch_size=4",
-        "clips=2", "frames_per_clip=2", "warmup=2", "log_every=1", "progress=false", "threads=1", "ckpt_every=1"]
+ARGS = [
+    "width=32",
+    "depth=1",
+    "heads=2",
+    "image_size=16",
+    "patch_size=8",
+    "num_samples=64",
+    "batch_size=4",
+    "clips=2",
+    "frames_per_clip=2",
+    "warmup=2",
+    "log_every=1",
+    "progress=false",
+    "threads=1",
+    "ckpt_every=1",
+]
 STEPS = 40
 
 
@@ -40,5 +54,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert a["step"] == b["step"] == STEPS
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
-    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        int(line.split('"step": ')[1].split(",")[0]) for line in (killed / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == list(range(1, STEPS + 1)), "metrics.jsonl has gaps or duplicates after the resume"
