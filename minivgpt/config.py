@@ -31,7 +31,6 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     num_classes: int = 0  # >0 enables class conditioning (an extra null class is added for guidance)
-    text_vocab: int = 0  # >0 enables text conditioning with a small caption encoder
     attention: str = "auto"  # auto | dense | mask_aware | flex  (auto: mask_aware on CPU training, flex on CUDA)
     rope_theta: float = 100.0
 
