@@ -5,23 +5,9 @@ import sys
 
 import pytest
 import torch
+from tiny import assert_same_params, cli
 
-ARGS = [
-    "width=32",
-    "depth=1",
-    "heads=2",
-    "image_size=16",
-    "patch_size=8",
-    "num_samples=64",
-    "batch_size=4",
-    "clips=2",
-    "frames_per_clip=2",
-    "warmup=2",
-    "log_every=1",
-    "progress=false",
-    "steps=4",
-    "threads=1",
-]
+ARGS = cli(steps=4)
 
 
 def _run(cmd, cwd):
@@ -50,10 +36,7 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
         ],
         tmp_path,
     )
-    a = torch.load(single / "last.pt", weights_only=True)["model"]
-    b = torch.load(ddp / "last.pt", weights_only=True)["model"]
-    for name in a:
-        assert torch.allclose(a[name], b[name], atol=1e-5), name
+    assert_same_params(single / "last.pt", ddp / "last.pt", atol=1e-5)
 
 
 @pytest.mark.slow
@@ -74,7 +57,4 @@ def test_ddp_resume_equals_uninterrupted_single_process(tmp_path):
     _run([*torchrun, *ARGS, "stop_after=2", f"out={ddp}"], tmp_path)
     assert torch.load(ddp / "last.pt", weights_only=True)["step"] == 2
     _run([*torchrun, *ARGS, "resume=true", f"out={ddp}"], tmp_path)
-    a = torch.load(single / "last.pt", weights_only=True)["model"]
-    b = torch.load(ddp / "last.pt", weights_only=True)["model"]
-    for name in a:
-        assert torch.allclose(a[name], b[name], atol=1e-5), name
+    assert_same_params(single / "last.pt", ddp / "last.pt", atol=1e-5)

@@ -2,13 +2,13 @@ import json
 
 import pytest
 import torch
+from tiny import TINY as _BASE
 
 from minivgpt import checkpoint
 from minivgpt.config import from_params
 from minivgpt.train import NonFiniteLoss, load_run, lr_at, stage_at, train
 
-TINY = dict(width=32, depth=1, heads=2, image_size=16, patch_size=8, num_samples=64, batch_size=4,
-            clips=2, frames_per_clip=2, warmup=2, log_every=1, progress=False, ema_decay=0.9)
+TINY = {**_BASE, "ema_decay": 0.9}
 
 
 def params(model):

@@ -1,0 +1,36 @@
+"""The tiny training configuration shared by the training, distributed and robustness tests."""
+
+from pathlib import Path
+
+import torch
+
+TINY = dict(
+    width=32,
+    depth=1,
+    heads=2,
+    image_size=16,
+    patch_size=8,
+    num_samples=64,
+    batch_size=4,
+    clips=2,
+    frames_per_clip=2,
+    warmup=2,
+    log_every=1,
+    progress=False,
+    threads=1,
+)
+
+
+def cli(**extra) -> list[str]:
+    """``key=value`` arguments of ``python -m minivgpt.train`` for TINY plus ``extra``."""
+    params = {**TINY, **extra}
+    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in params.items()]
+
+
+def assert_same_params(a: Path, b: Path, atol: float = 0.0) -> None:
+    """The model weights of two ``last.pt`` files agree (bit for bit when ``atol`` is 0)."""
+    sa = torch.load(a, weights_only=True)["model"]
+    sb = torch.load(b, weights_only=True)["model"]
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert torch.allclose(sa[name], sb[name], rtol=0.0, atol=atol), name
