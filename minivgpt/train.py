@@ -11,6 +11,7 @@ optimizer and step, ``resume=true`` continues exactly where a killed run stopped
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -104,15 +105,18 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def sample_batch(dataset, step: int, batch_size: int, num_frames: int, seed: int, flow: RectifiedFlow):
-    """Global batch of step ``step``: indices, a random temporal crop per sample, and the diffusion noise."""
+def sample_batch(dataset, step: int, batch_size: int, num_frames: int, seed: int, shard: slice):
+    """Step ``step``'s global batch, drawn from ``(seed, step)``: sample indices and a random temporal crop
+    per sample. Only the ``shard`` that this rank trains on is loaded.
+
+    Returns ``(video (b, num_frames, C, H, W), labels (b,), generator)``; the generator goes on to draw the
+    step's diffusion noise for the whole global batch, so every rank's slice of it is what one process uses.
+    """
     g = step_generator(seed, step)
     idx = torch.randint(len(dataset), (batch_size,), generator=g)
-    batch = video_batch(dataset, idx.tolist())
-    video = batch["video"]
-    T = video.shape[1]
-    starts = torch.randint(T - num_frames + 1, (batch_size,), generator=g)
-    video = torch.stack([v[s : s + num_frames] for v, s in zip(video, starts.tolist())])
+    starts = torch.randint(dataset.num_frames - num_frames + 1, (batch_size,), generator=g)
+    batch = video_batch(dataset, idx[shard].tolist())
+    video = torch.stack([v[s : s + num_frames] for v, s in zip(batch["video"], starts[shard].tolist())])
     return video, batch["label"], g
 
 
@@ -231,22 +235,23 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     model.train()
     for step in bar:
         stage, K, Fr = stage_at(step, stages)
-        video, labels, g = sample_batch(dataset, step, t.batch_size, K * Fr, t.seed, flow)
-        x_all = tokenizer.encode(video.to(device), Fr)
-        rand_all = flow.draw(tuple(x_all.shape), g)
+        shard = slice(rank * local, (rank + 1) * local)
+        video, labels, g = sample_batch(dataset, step, t.batch_size, K * Fr, t.seed, shard)
+        x_local = tokenizer.encode(video.to(device), Fr)
+        rand = {k: v[shard] for k, v in flow.draw((t.batch_size, *x_local.shape[1:]), g).items()}
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for m in range(t.grad_accum):
-            sl = slice(rank * local + m * micro, rank * local + (m + 1) * micro)
-            x, rand = x_all[sl], {k: v[sl] for k, v in rand_all.items()}
+            sl = slice(m * micro, (m + 1) * micro)
+            x, r = x_local[sl], {k: v[sl] for k, v in rand.items()}
             cond = labels[sl].to(device) if cfg.model.num_classes > 0 else None
-            sync = m == t.grad_accum - 1 or world == 1
-            ctx = net.no_sync() if (world > 1 and not sync) else _nullcontext()
+            last = m == t.grad_accum - 1  # DDP all-reduces gradients only on the last micro-batch
+            ctx = net.no_sync() if world > 1 and not last else contextlib.nullcontext()
             with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = flow.loss(net, x, cond, rand) / t.grad_accum
+                loss = flow.loss(net, x, cond, r) / t.grad_accum
             loss.backward()
             loss_sum += loss.item()
         if world > 1:
@@ -261,7 +266,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip).item()
         opt.step()
         ema_update(ema, model, t.ema_decay if step >= t.warmup else 0.0)
-        tokens_seen += x_all.shape[0] * 2 * x_all[0].numel() // x_all.shape[-1]
+        tokens_seen += t.batch_size * 2 * x_local[0].numel() // x_local.shape[-1]
         done = step + 1
         if rank == 0 and (done % t.log_every == 0 or done == t.steps):
             rec = {
@@ -288,14 +293,6 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     model.eval()
     ema.eval()
     return TrainResult(model, ema, tokenizer, cfg, records, out)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def _read_records(path: Path, upto: int) -> list[dict]:
