@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .autoencoder import IdentityAutoencoder, load_autoencoder
-from .config import Config, from_params, parse_cli, parse_stages
+from .config import Config, from_params, parse_cli, parse_stages, valid_keys
 from .data import make_dataset, video_batch
 from .diffusion import RectifiedFlow
 from .model import VideoGPT
@@ -315,7 +316,11 @@ def load_run(
     ckpt = checkpoint.load_latest(folder, map_location=device)
     if ckpt is None:
         raise checkpoint.CheckpointError(f"no checkpoint in {folder} (expected last.pt): train first")
-    cfg = from_params(ckpt["config"])
+    known = valid_keys()
+    stale = sorted(set(ckpt["config"]) - set(known))
+    if stale:  # written by an older version: those settings no longer exist, the weights still load
+        warnings.warn(f"{folder}: ignoring config keys this version no longer has: {stale}", stacklevel=2)
+    cfg = from_params({k: v for k, v in ckpt["config"].items() if k in known})
     tokenizer = build_tokenizer(cfg, int(ckpt["channels"]))
     model = build_model(cfg, tokenizer)
     model.load_state_dict(ckpt["ema" if use_ema else "model"])

@@ -72,3 +72,13 @@ def test_progressive_stages_and_schedule():
 def test_staged_training_runs(tmp_path):
     res = train(TINY, steps=4, stages="1x1:2,2x2:2", out=str(tmp_path))
     assert [(r["clips"], r["frames_per_clip"]) for r in res.records] == [(1, 1), (1, 1), (2, 2), (2, 2)]
+
+
+def test_load_run_ignores_config_keys_an_older_version_wrote(tmp_path):
+    train(TINY, steps=1, out=str(tmp_path))
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    ckpt["config"]["retired_key"] = 3
+    torch.save(ckpt, tmp_path / "last.pt")
+    with pytest.warns(UserWarning, match=r"no longer has: \['retired_key'\]"):
+        model, _, cfg = load_run(tmp_path)
+    assert cfg.train.steps == 1

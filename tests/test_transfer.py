@@ -135,3 +135,18 @@ def test_video_classifier_features():
     clf = T.VideoClassifier(3, 6)
     v = torch.randn(2, 4, 3, 8, 8)
     assert clf(v).shape == (2, 6) and clf.features(v).shape == (2, 64)
+
+
+def test_finetune_classifier_learns_and_leaves_the_backbone_untouched():
+    from minivgpt.config import ModelConfig
+    from minivgpt.model import VideoGPT
+    from minivgpt.transfer import finetune_classifier
+
+    torch.manual_seed(0)
+    model = VideoGPT(ModelConfig(width=32, depth=1, heads=2), in_dim=4, grid=(2, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    y = torch.arange(64) % 2
+    x = torch.randn(64, 2, 1, 4, 4) * 0.1 + (y.float() * 2 - 1)[:, None, None, None, None]  # the sign is the class
+    acc = finetune_classifier(model, x[:48], y[:48], x[48:], y[48:], steps=30, batch_size=16)
+    assert acc == 1.0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
