@@ -8,6 +8,8 @@ import torch
 from tiny import assert_same_params, cli
 
 ARGS = cli(steps=4)
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+TORCHRUN += ["-m", "minivgpt.train"]
 
 
 def _run(cmd, cwd):
@@ -20,22 +22,7 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
     """Two ranks, each accumulating two micro-batches of 1, against one process with batches of 4."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _run([sys.executable, "-m", "minivgpt.train", *ARGS, f"out={single}"], tmp_path)
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "minivgpt.train",
-            *ARGS,
-            "grad_accum=2",
-            f"out={ddp}",
-        ],
-        tmp_path,
-    )
+    _run([*TORCHRUN, *ARGS, "grad_accum=2", f"out={ddp}"], tmp_path)
     assert_same_params(single / "last.pt", ddp / "last.pt", atol=1e-5)
 
 
@@ -43,18 +30,8 @@ def test_ddp_two_ranks_equal_single_process(tmp_path):
 def test_ddp_resume_equals_uninterrupted_single_process(tmp_path):
     """A DDP run stopped after 2 of 4 steps and resumed under DDP ends where one uninterrupted process does."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "minivgpt.train",
-    ]
     _run([sys.executable, "-m", "minivgpt.train", *ARGS, f"out={single}"], tmp_path)
-    _run([*torchrun, *ARGS, "stop_after=2", f"out={ddp}"], tmp_path)
+    _run([*TORCHRUN, *ARGS, "stop_after=2", f"out={ddp}"], tmp_path)
     assert torch.load(ddp / "last.pt", weights_only=True)["step"] == 2
-    _run([*torchrun, *ARGS, "resume=true", f"out={ddp}"], tmp_path)
+    _run([*TORCHRUN, *ARGS, "resume=true", f"out={ddp}"], tmp_path)
     assert_same_params(single / "last.pt", ddp / "last.pt", atol=1e-5)
