@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from . import masks
 
-__all__ = ["BACKENDS", "MaskedAttention", "attention_flops", "benchmark_attention"]
+__all__ = ["BACKENDS", "MaskedAttention", "attention_flops", "benchmark_attention", "sync_device"]
 
 BACKENDS = ("dense", "flex", "mask_aware")
 
@@ -415,7 +415,8 @@ def attention_flops(
     }
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for queued CUDA work so wall-clock timings are honest (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -469,10 +470,10 @@ def benchmark_attention(
         for name in list(runs):
             att, bwd = runs[name]
             try:
-                _sync(device)
+                sync_device(device)
                 t0 = time.perf_counter()
                 step(att, bwd)
-                _sync(device)
+                sync_device(device)
                 dt = time.perf_counter() - t0
             except Exception:  # noqa: BLE001
                 if name != "flex":

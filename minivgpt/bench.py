@@ -22,27 +22,22 @@ from pathlib import Path
 
 import torch
 
-from .attention import attention_flops, benchmark_attention
+from .attention import attention_flops, benchmark_attention, sync_device
 from .config import ModelConfig
 from .diffusion import RectifiedFlow
 from .model import VideoGPT
 from .rollout import rollout
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_time(fn, repeats: int, device: torch.device, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync_device(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync_device(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

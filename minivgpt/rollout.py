@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import RectifiedFlow
+from .diffusion import RectifiedFlow, drop_condition
 from .model import VideoGPT
 
 
@@ -58,7 +58,10 @@ def rollout(
     flow = RectifiedFlow()
     B, _, Fr, N, D = context.shape
     clips = list(context.unbind(1))
-    uncond_cond = _null_condition(model, cond)
+    # the unconditional branch drops the history and the class/text condition
+    uncond_cond = (
+        None if cond is None else drop_condition(model, cond, torch.ones(B, dtype=torch.bool, device=cond.device))
+    )
     cache = model.prefill(context[:, -window:], cond) if use_cache and context.shape[1] else None
     bar = tqdm(range(num_clips), desc="rollout", unit="clip", disable=not progress)
     for _ in bar:
@@ -77,12 +80,3 @@ def rollout(
             else:
                 cache = model.append(cache, new, cond)
     return torch.stack(clips, dim=1)
-
-
-def _null_condition(model: VideoGPT, cond: torch.Tensor | None) -> torch.Tensor | None:
-    """The unconditional branch drops the history and the class/text condition."""
-    if cond is None:
-        return None
-    if cond.dtype in (torch.int32, torch.int64):
-        return torch.full_like(cond, model.null_class)
-    return torch.zeros_like(cond)
