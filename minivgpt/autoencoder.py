@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+
+from . import optim
+from .checkpoint import atomic_write
 
 __all__ = [
     "FrameAutoencoder",
@@ -384,25 +386,14 @@ def train_autoencoder(
         return model.eval(), []
     pool = _frame_pool(dataset, max_frames, g)
     model.train()
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.99),
-    )
+    opt = optim.make_optimizer(model, lr, weight_decay, betas=(0.9, 0.99))
 
-    def progress_at(step: int, elapsed: float) -> float:
-        """Fraction of training done: by steps, or by time when a time limit is closer."""
+    def progress_at(step: int, elapsed: float) -> int:
+        """Training progress as a step count: by steps, or by time when a time limit is closer."""
         frac = step / steps
         if time_limit_s is not None:
             frac = max(frac, elapsed / max(time_limit_s, 1e-9))
-        return min(1.0, frac)
-
-    def lr_at(step: int, frac: float) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+        return max(step, round(min(1.0, frac) * steps))
 
     history: list[dict[str, float]] = []
     start = time.perf_counter()
@@ -410,9 +401,8 @@ def train_autoencoder(
     bar = tqdm(range(steps), desc="autoencoder", disable=not progress, leave=False)
     elapsed = 0.0
     for step in bar:
-        step_lr = lr_at(step, progress_at(step, elapsed))
-        for group in opt.param_groups:
-            group["lr"] = step_lr
+        step_lr = optim.lr_at(progress_at(step, elapsed), lr, steps, warmup, min_lr_ratio=0.05)
+        optim.set_lr(opt, step_lr)
         idx = torch.randint(len(pool), (batch_size,), generator=g)
         x = pool[idx]
         if hflip:  # random horizontal flips: cheap augmentation (left/right symmetric worlds)
@@ -480,7 +470,7 @@ def reconstruction_psnr(
 
 
 def save_autoencoder(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` atomically (a temporary file in the same folder, then ``os.replace``).
+    """Write ``model`` to ``path`` atomically (:func:`minivgpt.checkpoint.atomic_write`).
 
     The file holds ``{"format", "kind", "kwargs", "state_dict", "scale", "shift"}`` (strings, numbers,
     tensors only; ``scale`` and ``shift`` repeat the buffers of the state_dict for readers without
@@ -491,9 +481,6 @@ def save_autoencoder(model: nn.Module, path: str | os.PathLike) -> None:
         raise TypeError(
             f"save_autoencoder expects a FrameAutoencoder or IdentityAutoencoder, got {type(model).__name__}"
         )
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
@@ -502,20 +489,7 @@ def save_autoencoder(model: nn.Module, path: str | os.PathLike) -> None:
         "scale": float(model.scale),
         "shift": [float(v) for v in getattr(model, "shift", torch.zeros(0))],
     }
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path), dir=folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_autoencoder(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .attention import attention_flops, benchmark_attention, sync_device
+from .checkpoint import atomic_write
 from .config import ModelConfig
 from .diffusion import RectifiedFlow
 from .model import VideoGPT
@@ -200,9 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.json)
+        atomic_write(args.json, text)
     return res
 
 

@@ -1,13 +1,18 @@
-"""Atomic checkpoints that survive interruption, load with ``weights_only=True``, and fall back safely.
+"""Atomic files and checkpoints that survive interruption, load with ``weights_only=True``, and fall back.
 
-``save`` writes ``PATH.tmp``, flushes it to disk, keeps the previous good file as ``prev.pt`` beside it,
-then renames the new file onto ``PATH``: a crash at any moment leaves at least one complete checkpoint.
+:func:`atomic_write` is the one way this project writes a file (checkpoints, the autoencoder, metrics,
+bench JSON, GIFs): a temporary file in the same folder, flushed to disk, renamed onto the target, and the
+folder synced, so a crash at any moment leaves either the old file or the new one, never half of one.
+``save`` also keeps the previous good checkpoint as ``prev.pt`` beside ``last.pt``.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +23,62 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a minivgpt checkpoint."""
 
 
-def save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Atomically write ``obj`` to ``path`` (the old file is kept as ``prev.pt`` in the same folder)."""
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(
+    path: str | os.PathLike,
+    data: bytes | str | Callable[[io.BufferedWriter], None],
+    keep_previous: str | None = None,
+) -> Path:
+    """Write ``data`` to ``path`` atomically and durably; returns the path.
+
+    Args:
+        path: target file; its folder is created.
+        data: bytes, text (UTF-8), or a function that writes into an open binary file (e.g.
+            ``lambda f: torch.save(obj, f)``).
+        keep_previous: if given and ``path`` exists, the old file is first renamed to this name in the same
+            folder (``"prev.pt"`` for checkpoints), so one complete older copy always survives.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if path.exists():
-        os.replace(path, path.with_name("prev.pt"))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, path.with_name(keep_previous))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(path.parent)
     return path
+
+
+def save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Atomically write the checkpoint ``obj`` to ``path`` (the old file is kept as ``prev.pt`` beside it)."""
+    return atomic_write(path, lambda f: torch.save(obj, f), keep_previous="prev.pt")
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

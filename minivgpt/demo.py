@@ -17,7 +17,7 @@ import torch
 from . import metrics
 from .config import parse_cli
 from .notebook import runs_dir
-from .rollout import rollout
+from .rollout import forecast
 from .train import build_dataset, train
 
 DEFAULTS = dict(
@@ -43,46 +43,6 @@ DEFAULTS = dict(
 EVAL = dict(context_clips=2, predict_clips=2, eval_videos=64, sample_steps=20)
 
 
-def forecast(
-    model,
-    tokenizer,
-    videos: torch.Tensor,
-    context_clips: int,
-    predict_clips: int,
-    frames: int,
-    steps: int,
-    seed: int = 0,
-    window: int | None = None,
-) -> torch.Tensor:
-    """Roll out ``predict_clips`` clips after the first ``context_clips`` clips of ``videos (B, T, C, H, W)``;
-    returns the predicted frames ``(B, predict_clips * F, C, H, W)``. ``window`` defaults to the whole
-    sequence (context + predicted clips); keep it at most the number of clips seen in training."""
-    ctx = tokenizer.encode(videos[:, : context_clips * frames], frames)
-    window = window or context_clips + predict_clips
-    out = rollout(
-        model,
-        ctx,
-        predict_clips,
-        steps=steps,
-        window=window,
-        generator=torch.Generator().manual_seed(seed),
-        progress=True,
-    )
-    return tokenizer.decode(out[:, context_clips:])
-
-
-def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> dict:
-    """Model and baselines on the same held-out frames: {"model", "copy_last", "linear", "background"} -> metrics."""
-    h = target.shape[1]
-    rows = {
-        "model": pred,
-        "copy_last": metrics.copy_last(context, h),
-        "linear": metrics.linear_extrapolation(context, h),
-        "background": metrics.static_background(context, h),
-    }
-    return {name: metrics.evaluate_forecast(p, target, context=context) for name, p in rows.items()}
-
-
 def main(argv: list[str] | None = None) -> dict:
     params = parse_cli(sys.argv[1:] if argv is None else argv)
     ev = {k: int(params.pop(k, v)) for k, v in EVAL.items()}
@@ -96,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     videos = torch.stack([held_out[i]["video"] for i in range(len(held_out))])
     n_ctx = ev["context_clips"] * F
     pred = forecast(model, tok, videos, ev["context_clips"], ev["predict_clips"], F, ev["sample_steps"], c.train.seed)
-    scores = evaluate_all(pred, videos[:, :n_ctx], videos[:, n_ctx:])
+    scores = metrics.evaluate_all(pred, videos[:, :n_ctx], videos[:, n_ctx:])
     out = result.out
     report = {
         "horizon_frames": pred.shape[1],

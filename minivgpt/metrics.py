@@ -314,6 +314,21 @@ def evaluate_forecast(
 # ---------------------------------------------------------------------------------------------------------
 # Retrieval
 
+def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> dict:
+    """Score a forecast and the baselines on the same held-out frames.
+
+    ``pred``/``target`` ``(B, H, C, h, w)``, ``context`` ``(B, T_ctx, C, h, w)``; returns
+    ``{"model", "copy_last", "linear", "background"}`` -> :func:`evaluate_forecast` dicts.
+    """
+    h = target.shape[1]
+    rows = {
+        "model": pred,
+        "copy_last": copy_last(context, h),
+        "linear": linear_extrapolation(context, h),
+        "background": static_background(context, h),
+    }
+    return {name: evaluate_forecast(p, target, context=context) for name, p in rows.items()}
+
 
 def recall_at_k(similarity: torch.Tensor, k: int) -> torch.Tensor:
     """Fraction of queries whose correct item is among the top k; query i's correct item is item i.

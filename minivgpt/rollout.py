@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .diffusion import RectifiedFlow, drop_condition
 from .model import VideoGPT
+from .tokenizer import VideoTokenizer
 
 
 @torch.no_grad()
@@ -80,3 +81,31 @@ def rollout(
             else:
                 cache = model.append(cache, new, cond)
     return torch.stack(clips, dim=1)
+
+
+def forecast(
+    model: VideoGPT,
+    tokenizer: VideoTokenizer,
+    videos: torch.Tensor,
+    context_clips: int,
+    predict_clips: int,
+    frames: int,
+    steps: int,
+    seed: int = 0,
+    window: int | None = None,
+) -> torch.Tensor:
+    """Roll out ``predict_clips`` clips after the first ``context_clips`` clips of ``videos (B, T, C, H, W)``;
+    returns the predicted frames ``(B, predict_clips * F, C, H, W)``. ``window`` defaults to the whole
+    sequence (context + predicted clips); keep it at most the number of clips seen in training."""
+    ctx = tokenizer.encode(videos[:, : context_clips * frames], frames)
+    window = window or context_clips + predict_clips
+    out = rollout(
+        model,
+        ctx,
+        predict_clips,
+        steps=steps,
+        window=window,
+        generator=torch.Generator().manual_seed(seed),
+        progress=True,
+    )
+    return tokenizer.decode(out[:, context_clips:])

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, optim
 from .autoencoder import IdentityAutoencoder, load_autoencoder
 from .config import Config, from_params, parse_cli, parse_stages, valid_keys
 from .data import make_dataset, video_batch
@@ -69,21 +69,9 @@ def build_dataset(cfg: Config, num_frames: int, seed: int, num_samples: int | No
 
 
 def lr_at(step: int, cfg: Config) -> float:
-    """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+    """The run's learning rate at ``step``: :func:`minivgpt.optim.lr_at` with the config's numbers."""
     t = cfg.train
-    if step < t.warmup:
-        return t.lr * (step + 1) / t.warmup
-    progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
-    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases, norms or embeddings' gains)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    t = cfg.train
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2))
+    return optim.lr_at(step, t.lr, t.steps, t.warmup, t.min_lr_ratio)
 
 
 @torch.no_grad()
@@ -192,7 +180,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     tokenizer = build_tokenizer(cfg, dataset[0]["video"].shape[1]).to(device)
     model = build_model(cfg, tokenizer).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = make_optimizer(model, cfg)
+    opt = optim.make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2))
     flow = RectifiedFlow(cfg.diffusion.history_noise, cfg.diffusion.t_sampling, cfg.diffusion.cond_drop)
     out = Path(t.out)
     start, records = 0, []
@@ -241,8 +229,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
         x_local = tokenizer.encode(video.to(device), Fr)
         rand = {k: v[shard] for k, v in flow.draw((t.batch_size, *x_local.shape[1:]), g).items()}
         lr = lr_at(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        optim.set_lr(opt, lr)
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for m in range(t.grad_accum):
@@ -304,9 +291,7 @@ def _read_records(path: Path, upto: int) -> list[dict]:
 
 
 def _write_records(path: Path, records: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    checkpoint.atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def load_run(

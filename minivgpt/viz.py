@@ -13,7 +13,6 @@ import base64
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -350,22 +349,12 @@ def save_gif(
 ) -> Path:
     """Write an animated GIF of ``(T, C, H, W)`` (or ``(B, T, C, H, W)`` as a grid) and return its path.
 
-    Pixels are upscaled ``scale`` times (nearest neighbour). Written atomically: a temporary file in the
-    same folder, then ``os.replace``. Pillow merges consecutive identical frames into one longer frame.
+    Pixels are upscaled ``scale`` times (nearest neighbour). Written atomically
+    (:func:`minivgpt.checkpoint.atomic_write`). Pillow merges consecutive identical frames into one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = _gif_bytes(video, fps, scale)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    from .checkpoint import atomic_write
+
+    return atomic_write(path, _gif_bytes(video, fps, scale))
 
 
 class HTMLString(str):
