@@ -64,9 +64,11 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    amp: str = "auto"  # auto (bf16 on CUDA; on CPU only where measured faster than fp32) | bf16 | off
     compile: bool = False
-    resume: bool = False
+    resume: bool = False  # continue the run in `out` (no checkpoint there: warns and starts at step 0)
+    overwrite: bool = False  # allow a fresh run (resume=false) to replace the run already in `out`
+    minutes: float = 0.0  # wall-clock budget for training (0 = none): stops early, saves, still evaluates
     stop_after: int = 0  # end this invocation after this many steps in all (0 = run to `steps`); resume later
     log_every: int = 10
     ckpt_every: int = 200
@@ -195,21 +197,67 @@ def parse_stages(spec: str, default_clips: int, default_frames: int, total_steps
     return stages
 
 
+# (section, key) -> (test, valid range as words); every numeric setting is checked before anything runs
+_RANGES: dict[str, tuple[Any, str]] = {
+    "image_size": (lambda v: v >= 1, ">= 1"),
+    "num_samples": (lambda v: v >= 1, ">= 1"),
+    "min_balls": (lambda v: 1 <= v <= 3, "1..3"),
+    "max_balls": (lambda v: 1 <= v <= 3, "1..3"),
+    "patch_size": (lambda v: v >= 1, ">= 1"),
+    "width": (lambda v: v >= 8, ">= 8"),
+    "depth": (lambda v: v >= 1, ">= 1"),
+    "heads": (lambda v: v >= 1, ">= 1"),
+    "mlp_ratio": (lambda v: v > 0, "> 0"),
+    "num_classes": (lambda v: v >= 0, ">= 0 (0 = unconditional)"),
+    "rope_theta": (lambda v: v > 0, "> 0"),
+    "history_noise": (lambda v: 0.0 <= v <= 1.0, "[0, 1] (1.0 = no noise on the history)"),
+    "sample_steps": (lambda v: v >= 1, ">= 1"),
+    "cfg_scale": (lambda v: v >= 0, ">= 0 (1.0 = no guidance)"),
+    "cond_drop": (lambda v: 0.0 <= v <= 1.0, "[0, 1]"),
+    "steps": (lambda v: v >= 0, ">= 0"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "grad_accum": (lambda v: v >= 1, ">= 1"),
+    "clips": (lambda v: v >= 1, ">= 1"),
+    "frames_per_clip": (lambda v: v >= 1, ">= 1"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "min_lr_ratio": (lambda v: 0.0 <= v <= 1.0, "[0, 1]"),
+    "warmup": (lambda v: v >= 0, ">= 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "beta1": (lambda v: 0.0 <= v < 1.0, "[0, 1)"),
+    "beta2": (lambda v: 0.0 <= v < 1.0, "[0, 1)"),
+    "grad_clip": (lambda v: v > 0, "> 0"),
+    "ema_decay": (lambda v: 0.0 <= v < 1.0, "[0, 1) (0 = no averaging)"),
+    "stop_after": (lambda v: v >= 0, ">= 0 (0 = run to steps)"),
+    "log_every": (lambda v: v >= 1, ">= 1"),
+    "ckpt_every": (lambda v: v >= 1, ">= 1"),
+    "threads": (lambda v: v >= 0, ">= 0 (0 = torch's default)"),
+    "minutes": (lambda v: v >= 0, ">= 0 (0 = no time budget)"),
+}
+_CHOICES = {
+    "attention": ("auto", "dense", "mask_aware", "flex"),
+    "t_sampling": ("uniform", "logit_normal"),
+    "amp": ("auto", "bf16", "off"),
+}
+
+
 def validate(cfg: Config) -> None:
-    """Reject settings that cannot work, naming the fix."""
-    m, t, d = cfg.model, cfg.train, cfg.diffusion
+    """Reject settings that cannot work with a message naming the key, the value and what is valid."""
+    params = cfg.to_params()
+    for key, (ok, valid) in _RANGES.items():
+        if not ok(params[key]):
+            raise ValueError(f"parameter {key}={params[key]!r} is out of range: must be {valid}")
+    for key, choices in _CHOICES.items():
+        if params[key] not in choices:
+            raise ValueError(f"parameter {key}={params[key]!r}: choose one of {', '.join(choices)}")
+    m, t = cfg.model, cfg.train
     if m.width % m.heads:
         raise ValueError(f"width={m.width} must be divisible by heads={m.heads}")
-    if m.attention not in ("auto", "dense", "mask_aware", "flex"):
-        raise ValueError(f"attention={m.attention!r}: choose auto, dense, mask_aware or flex")
-    if not 0.0 <= d.history_noise <= 1.0:
-        raise ValueError(f"history_noise={d.history_noise} must be in [0, 1] (1.0 = no noise on the history)")
-    if d.t_sampling not in ("uniform", "logit_normal"):
-        raise ValueError(f"t_sampling={d.t_sampling!r}: choose uniform or logit_normal")
-    if t.batch_size < 1 or t.steps < 0 or t.grad_accum < 1:
-        raise ValueError("batch_size and grad_accum must be >= 1 and steps >= 0")
+    if cfg.data.min_balls > cfg.data.max_balls:
+        raise ValueError(f"min_balls={cfg.data.min_balls} must be <= max_balls={cfg.data.max_balls}")
     if t.batch_size % t.grad_accum:
         raise ValueError(f"batch_size={t.batch_size} must be divisible by grad_accum={t.grad_accum}")
-    if t.amp not in ("auto", "bf16", "off"):
-        raise ValueError(f"amp={t.amp!r}: choose auto, bf16 or off")
+    if t.device not in ("auto", "cpu", "cuda") and not t.device.startswith("cuda:"):
+        raise ValueError(f"parameter device={t.device!r}: choose auto, cpu, cuda or cuda:N")
+    if t.resume and t.overwrite:
+        raise ValueError("resume=true and overwrite=true contradict each other: choose one")
     parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)

@@ -33,11 +33,20 @@ from .config import Config, from_params, parse_cli, parse_stages, valid_keys
 from .data import make_dataset, video_batch
 from .diffusion import RectifiedFlow
 from .model import VideoGPT
+from .precision import resolve_amp
 from .tokenizer import VideoTokenizer
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or inf; the run stopped before saving anything from that step."""
+    """The loss or the gradient norm became NaN or inf; the run stopped before that step changed the weights,
+    and nothing non-finite was saved."""
+
+
+# settings that may change when a run is resumed; any other difference is refused (it would mix two runs)
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "stop_after", "log_every", "ckpt_every", "progress", "threads", "device", "resume", "overwrite",
+     "out", "minutes"}
+)
 
 
 @dataclass
@@ -48,6 +57,8 @@ class TrainResult:
     config: Config
     records: list[dict] = field(default_factory=list)
     out: Path | None = None
+    precision: str = "fp32"  # what amp resolved to: "bf16" (autocast) or "fp32"
+    stopped_by_budget: bool = False  # training ended early at the `minutes` budget
 
 
 # ----------------------------------------------------------------------------------------- building
@@ -122,11 +133,46 @@ def dist_info() -> tuple[int, int]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` -> this rank's GPU if there is one, else the CPU; ``cuda`` without a GPU is an error."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"parameter device={name!r}, but this machine has no usable CUDA GPU: use device=cpu or auto")
     return torch.device(name)
+
+
+def prepare_out(out: Path, resume: bool, overwrite: bool, delete: bool = True) -> None:
+    """Refuse to overwrite a run by accident; say so when ``resume`` finds nothing to resume."""
+    has_run = any((out / name).exists() for name in ("last.pt", "prev.pt", "metrics.jsonl"))
+    if resume and not (out / "last.pt").exists() and not (out / "prev.pt").exists():
+        warnings.warn(f"resume=true but {out} holds no checkpoint: starting a new run at step 0", stacklevel=3)
+    elif not resume and has_run:
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} already holds a run (last.pt / metrics.jsonl). Continue it with resume=true, replace it "
+                f"with overwrite=true, or choose another out="
+            )
+        for name in ("last.pt", "prev.pt", "metrics.jsonl"):
+            if delete:
+                (out / name).unlink(missing_ok=True)
+
+
+def check_resumable(saved: dict[str, Any], cfg: Config, out: Path) -> None:
+    """Refuse to resume a run whose saved config differs from ``cfg`` in a key that changes the run."""
+    now = cfg.to_params()
+    diff = sorted(k for k in saved.keys() & now.keys() if k not in RESUMABLE_CHANGES and saved[k] != now[k])
+    if diff:
+        pairs = ", ".join(f"{k}: saved {saved[k]!r} != now {now[k]!r}" for k in diff)
+        raise ValueError(
+            f"cannot resume {out}: the config differs in {pairs}. Only {sorted(RESUMABLE_CHANGES)} may change on "
+            f"resume; resume with the saved values, or start a new run (another out=, or overwrite=true)"
+        )
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -169,7 +215,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
-    use_bf16 = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
+    use_bf16 = resolve_amp(t.amp, device)
     stages = parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)
     if sum(n for _, _, n in stages) != t.steps and t.stages:
         raise ValueError(f"stages={t.stages!r} sum to {sum(n for *_, n in stages)} steps but steps={t.steps}")
@@ -184,9 +230,11 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     flow = RectifiedFlow(cfg.diffusion.history_noise, cfg.diffusion.t_sampling, cfg.diffusion.cond_drop)
     out = Path(t.out)
     start, records = 0, []
+    prepare_out(out, t.resume, t.overwrite, delete=rank == 0)
     if t.resume:
         ckpt = checkpoint.load_latest(out, map_location=device)
         if ckpt is not None:
+            check_resumable(ckpt["config"], cfg, out)
             model.load_state_dict(ckpt["model"])
             ema.load_state_dict(ckpt["ema"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -205,6 +253,8 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
 
     def save(step: int) -> None:
         if rank == 0:
+            if not (all_finite(model) and all_finite(ema)):  # never write non-finite weights as "last good"
+                raise NonFiniteLoss(f"weights are not finite at step {step}; {out / 'last.pt'} was not overwritten")
             checkpoint.save(
                 {
                     "model": model.state_dict(),
@@ -221,6 +271,8 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     micro = local // t.grad_accum
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", disable=not t.progress or rank != 0)
     t0, tokens_seen = time.perf_counter(), 0
+    budget_s = t.minutes * 60 if t.minutes > 0 else math.inf
+    stopped_by_budget = False
     model.train()
     for step in bar:
         stage, K, Fr = stage_at(step, stages)
@@ -246,12 +298,13 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             buf = torch.tensor([loss_sum], device=device)
             dist.all_reduce(buf)
             loss_sum = buf.item() / world
-        if not math.isfinite(loss_sum):
-            raise NonFiniteLoss(
-                f"loss is {loss_sum} at step {step}; stopped without saving. The last good checkpoint is "
-                f"{out / 'last.pt'} (lower lr= or raise grad_clip=, then resume=true)"
-            )
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip).item()
+        for what, value in (("loss", loss_sum), ("gradient norm", grad_norm)):
+            if not math.isfinite(value):
+                raise NonFiniteLoss(
+                    f"{what} is {value} at step {step}; stopped before updating the weights, without saving. The "
+                    f"last good checkpoint is {out / 'last.pt'} (lower lr= or raise grad_clip=, then resume=true)"
+                )
         opt.step()
         ema_update(ema, model, t.ema_decay if step >= t.warmup else 0.0)
         tokens_seen += t.batch_size * 2 * x_local[0].numel() // x_local.shape[-1]
@@ -271,8 +324,18 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{loss_sum:.4f}", stage=f"{K}x{Fr}")
-        if done % t.ckpt_every == 0 or done == t.steps or done == t.stop_after:
+        over_budget = _agree(time.perf_counter() - t0 > budget_s, world, device)
+        if done % t.ckpt_every == 0 or done == t.steps or done == t.stop_after or over_budget:
             save(done)
+        if over_budget and done < t.steps:
+            stopped_by_budget = True
+            if rank == 0:
+                note = {"step": done, "stopped_by_budget_minutes": t.minutes}
+                records.append(note)
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(note) + "\n")
+                bar.write(f"time budget minutes={t.minutes} reached: stopped at step {done} of {t.steps}")
+            break
         if done == t.stop_after:
             break
     bar.close()
@@ -280,7 +343,17 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
         dist.barrier()
     model.eval()
     ema.eval()
-    return TrainResult(model, ema, tokenizer, cfg, records, out)
+    precision = "bf16" if use_bf16 else "fp32"
+    return TrainResult(model, ema, tokenizer, cfg, records, out, precision, stopped_by_budget)
+
+
+def _agree(flag: bool, world: int, device: torch.device) -> bool:
+    """True on every rank if it is True on any (so all ranks stop at the same step)."""
+    if world == 1:
+        return flag
+    buf = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(buf, op=dist.ReduceOp.MAX)
+    return bool(buf.item())
 
 
 def _read_records(path: Path, upto: int) -> list[dict]:

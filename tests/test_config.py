@@ -44,3 +44,33 @@ def test_stages():
 
 def test_defaults_are_valid():
     assert isinstance(from_params({}), Config)
+
+
+@pytest.mark.parametrize(
+    "key, value, valid",
+    [
+        ("clips", 0, ">= 1"),
+        ("ema_decay", 2.0, r"\[0, 1\)"),
+        ("cond_drop", 1.5, r"\[0, 1\]"),
+        ("lr", -1.0, "> 0"),
+        ("depth", 0, ">= 1"),
+        ("heads", 0, ">= 1"),
+        ("frames_per_clip", 0, ">= 1"),
+        ("history_noise", 1.5, r"\[0, 1\]"),
+        ("minutes", -1.0, ">= 0"),
+    ],
+)
+def test_out_of_range_values_name_key_value_and_range(key, value, valid):
+    with pytest.raises(ValueError, match=rf"parameter {key}={value!r} is out of range: must be {valid}"):
+        from_params({key: value})
+
+
+def test_bad_choices_and_contradictions():
+    with pytest.raises(ValueError, match="parameter amp='fp16': choose one of auto, bf16, off"):
+        from_params({"amp": "fp16"})
+    with pytest.raises(ValueError, match="device='gpu'"):
+        from_params({"device": "gpu"})
+    with pytest.raises(ValueError, match="resume=true and overwrite=true"):
+        from_params({"resume": True, "overwrite": True})
+    with pytest.raises(ValueError, match="min_balls=3 must be <= max_balls=1"):
+        from_params({"min_balls": 3})

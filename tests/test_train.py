@@ -56,7 +56,7 @@ def test_nan_loss_stops_with_step(tmp_path, monkeypatch):
         return loss * float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(RectifiedFlow, "loss", poisoned)
-    with pytest.raises(NonFiniteLoss, match="loss is nan at step 2; stopped without saving"):
+    with pytest.raises(NonFiniteLoss, match="loss is nan at step 2; stopped before updating the weights, without saving"):
         train(TINY, steps=5, ckpt_every=1, out=str(tmp_path))
     assert checkpoint.load(tmp_path / "last.pt")["step"] == 2  # the last good checkpoint is intact
 
@@ -82,3 +82,90 @@ def test_load_run_ignores_config_keys_an_older_version_wrote(tmp_path):
     with pytest.warns(UserWarning, match=r"no longer has: \['retired_key'\]"):
         model, _, cfg = load_run(tmp_path)
     assert cfg.train.steps == 1
+
+
+class _NaNGrad(torch.autograd.Function):
+    """Identity forward (a finite loss), NaN backward: the case a loss-only check misses."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.full_like(g, float("nan"))
+
+
+def test_nan_gradient_with_finite_loss_is_never_saved(tmp_path, monkeypatch):
+    from minivgpt.diffusion import RectifiedFlow
+
+    real, calls = RectifiedFlow.loss, []
+
+    def poisoned(self, *a, **kw):
+        calls.append(1)
+        loss = real(self, *a, **kw)
+        return _NaNGrad.apply(loss) if len(calls) == 3 else loss
+
+    monkeypatch.setattr(RectifiedFlow, "loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match="gradient norm is nan at step 2"):
+        train(TINY, steps=5, ckpt_every=1, out=str(tmp_path))
+    ckpt = checkpoint.load(tmp_path / "last.pt")
+    assert ckpt["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_fresh_run_refuses_to_overwrite_a_run(tmp_path):
+    train(TINY, steps=2, out=str(tmp_path))
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match=r"already holds a run.*resume=true.*overwrite=true"):
+        train(TINY, steps=2, out=str(tmp_path))
+    assert (tmp_path / "metrics.jsonl").read_text() == before  # nothing was touched
+    res = train(TINY, steps=3, out=str(tmp_path), overwrite=True)
+    assert [r["step"] for r in res.records] == [1, 2, 3]
+
+
+def test_resume_without_checkpoint_warns(tmp_path):
+    with pytest.warns(UserWarning, match=r"resume=true but .*typo_dir holds no checkpoint"):
+        res = train(TINY, steps=1, out=str(tmp_path / "typo_dir"), resume=True)
+    assert res.records[0]["step"] == 1
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(TINY, steps=4, out=str(tmp_path), stop_after=2)
+    with pytest.raises(ValueError, match=r"config differs in .*lr: saved 0.001 != now 0.002.*seed: saved 0 != now 1"):
+        train(TINY, steps=4, out=str(tmp_path), resume=True, lr=2e-3, seed=1)
+    res = train(TINY, steps=5, out=str(tmp_path), resume=True, log_every=5, threads=1)  # allowed changes
+    assert res.records[-1]["step"] == 5
+
+
+def test_time_budget_stops_saves_and_records(tmp_path):
+    res = train(TINY, steps=10_000, out=str(tmp_path), minutes=1e-4, ckpt_every=10_000)
+    assert res.stopped_by_budget
+    done = checkpoint.load(tmp_path / "last.pt")["step"]
+    assert 1 <= done < 10_000
+    assert res.records[-1] == {"step": done, "stopped_by_budget_minutes": 1e-4}
+
+
+def test_amp_auto_uses_fp32_where_bf16_measures_slower(tmp_path, monkeypatch):
+    from minivgpt import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda *a, **k: 0.05)  # an AVX2-only CPU
+    assert train(TINY, steps=1, out=str(tmp_path / "a"), amp="auto").precision == "fp32"
+    with pytest.warns(UserWarning, match="amp=bf16 is 20.0x slower than fp32"):
+        assert train(TINY, steps=1, out=str(tmp_path / "b"), amp="bf16").precision == "bf16"
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda *a, **k: 2.0)  # a CPU with bf16 units
+    assert train(TINY, steps=1, out=str(tmp_path / "c"), amp="auto").precision == "bf16"
+
+
+def test_cpu_bf16_speedup_is_measured_and_cached():
+    from minivgpt.precision import cpu_bf16_speedup
+
+    first = cpu_bf16_speedup(1)
+    assert 0 < first < 100 and cpu_bf16_speedup(1) == first
+
+
+def test_device_cuda_without_gpu_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="device='cuda', but this machine has no usable CUDA GPU"):
+        train(TINY, steps=1, out=str(tmp_path), device="cuda")

@@ -1,0 +1,75 @@
+"""Which number format to train in: bf16 autocast where it is faster, fp32 where it is not.
+
+On CUDA bf16 autocast is always faster. On a CPU it depends on the chip: one with AVX512-BF16 or AMX
+units runs bf16 matmuls about as fast as fp32 or faster, while an AVX2-only CPU (most laptops) emulates
+them and runs 20-30x slower. ``amp=auto`` therefore measures on CPUs: a short fp32 against bf16 timing of
+a small MLP's forward and backward, interleaved, once per process (about 0.1-1 s), and uses bf16 only where
+it wins. ``amp=bf16`` forces bf16 and warns when the measurement says it is slower.
+(``ONEDNN_MAX_CPU_ISA=AVX2`` makes a bf16-capable CPU behave like an AVX2-only one, to check this.)
+
+Derived in notebooks/04 (§ training loop).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from functools import cache
+
+import torch
+
+
+@cache
+def cpu_bf16_speedup(threads: int | None = None, repeats: int = 5) -> float:
+    """fp32 time / bf16-autocast time of an MLP forward+backward on this CPU (> 1: bf16 is faster).
+
+    Cached per thread count for the life of the process. ``threads`` defaults to torch's current count.
+    """
+    threads = threads or torch.get_num_threads()
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = torch.nn.Sequential(torch.nn.Linear(128, 512), torch.nn.GELU(), torch.nn.Linear(512, 128))
+            x = torch.randn(512, 128)
+
+        def step(bf16: bool) -> float:
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                y = net(x)
+            y.float().square().mean().backward()
+            return time.perf_counter() - t0
+
+        step(False), step(True)  # warm up both paths
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(repeats):  # interleaved, so a burst of load hits both formats alike
+            for bf16 in (False, True):
+                times[bf16].append(step(bf16))
+        return statistics.median(times[False]) / statistics.median(times[True])
+    finally:
+        torch.set_num_threads(old)
+
+
+def resolve_amp(amp: str, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast for ``amp`` in ``auto | bf16 | off`` on ``device``."""
+    if amp not in ("auto", "bf16", "off"):
+        raise ValueError(f"amp={amp!r}: choose auto, bf16 or off")
+    if amp == "off":
+        return False
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return amp == "bf16"
+    speedup = cpu_bf16_speedup()
+    cap = torch.backends.cpu.get_cpu_capability()
+    if amp == "bf16":
+        if speedup < 1.0:
+            warnings.warn(
+                f"amp=bf16 is {1 / speedup:.1f}x slower than fp32 on this CPU ({cap}); amp=auto or amp=off "
+                "would train faster",
+                stacklevel=2,
+            )
+        return True
+    return speedup > 1.1  # a clear win only: fp32 is the safer default on a tie
