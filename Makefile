@@ -28,7 +28,7 @@ figures: $(STAMP)
 	MINIVGPT_CI=0 $(BIN)/python scripts/make_figures.py
 
 bench: $(STAMP)
-	$(BIN)/python -m minivgpt.bench --json runs/bench.json
+	$(BIN)/python -m minivgpt.bench json=runs/bench.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check minivgpt tests scripts

@@ -1,23 +1,26 @@
 """Attention under the hierarchical mask of next clip diffusion, with a choice of backend.
 
-The sequence is ``[noisy_0, clean_0, noisy_1, clean_1, ...]`` (see :mod:`minivgpt.masks`), and the mask
-allows only about a quarter of all (query, key) pairs at K = 8 clips. Three backends compute the same
-thing:
+Derived in notebooks/03 (§6 density and compute, §7 three attention paths, one answer).
+
+The sequence is ``[noisy_0, clean_0, noisy_1, clean_1, ...]`` (:mod:`minivgpt.sequence`), and the rule
+of :mod:`minivgpt.masks` allows only about a quarter of all (query, key) pairs at K = 8 clips. Three
+backends compute the same thing:
 
 - ``"dense"``: :func:`torch.nn.functional.scaled_dot_product_attention` with the ``(L, L)`` bool mask.
   Simple and works for any layout, but computes every pair and throws three quarters away.
 - ``"flex"``: FlexAttention with the rule as a ``BlockMask`` (fully masked 128-blocks are skipped).
   Compiled on CUDA; eager and forward-only on CPU (torch 2.14 has no FlexAttention backward on CPU).
-- ``"mask_aware"``: never computes a forbidden pair, for CPU training. It splits the sequence into
-  the pieces the rule makes dense (see :class:`MaskedAttention`).
+- ``"mask_aware"``: for CPU training. It splits the sequence into the pieces the rule makes (nearly)
+  dense and computes only those: every allowed pair, plus the later-frame pairs inside each clean clip's
+  own frame-causal block, which its kernel computes and then masks: 1.029x the allowed pairs at
+  K = 8, F = 2 (any N; dense computes 3.66x). See :class:`MaskedAttention`.
 
-``attention_flops`` counts the useful work, and ``benchmark_attention`` times the backends.
+:func:`minivgpt.bench.attention_flops` counts the pairs each path computes, and
+:func:`minivgpt.bench.benchmark_attention` times the backends.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from collections.abc import Sequence
 
@@ -26,8 +29,9 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import masks
+from .sequence import TokenLayout, clip_lengths, token_layout
 
-__all__ = ["BACKENDS", "MaskedAttention", "attention_flops", "benchmark_attention", "sync_device"]
+__all__ = ["BACKENDS", "MaskedAttention"]
 
 BACKENDS = ("dense", "flex", "mask_aware")
 
@@ -44,18 +48,6 @@ def _flex_attention(device: torch.device):
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex
-
-
-def _lengths(num_clips: int, frames_per_clip: int | Sequence[int]) -> list[int]:
-    if isinstance(frames_per_clip, int):
-        lengths = [frames_per_clip] * num_clips
-    else:
-        lengths = [int(f) for f in frames_per_clip]
-    if num_clips < 1 or len(lengths) != num_clips or any(f < 1 for f in lengths):
-        raise ValueError(
-            f"need num_clips >= 1 clips of >= 1 frame each, got K={num_clips}, F={frames_per_clip}"
-        )
-    return lengths
 
 
 def _frame_causal(frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
@@ -86,7 +78,7 @@ class MaskedAttention:
         drop_last_clean: the layout without the final clean copy (L - F*N tokens).
         backend: ``"dense"``, ``"flex"`` or ``"mask_aware"`` (module docstring).
         device: where the mask / block mask is built (``"dense"`` moves its mask on demand).
-        layout: a custom :class:`masks.TokenLayout` (e.g. ``masks.rollout_layout``) instead of the
+        layout: a custom :class:`~minivgpt.sequence.TokenLayout` (e.g. ``rollout_layout``) instead of the
             training layout; supported by ``"dense"`` and ``"flex"``.
         fused: let ``"mask_aware"`` use its fused CPU path where it applies (see below); False forces
             the plain split through autograd (kept for comparison and for other devices).
@@ -105,8 +97,9 @@ class MaskedAttention:
     autograd, any device). With ``fused=True`` (the default) and equal clip lengths on CPU, the same
     split runs as one autograd Function on the CPU flash kernels (``_FusedCPU``): the diagonal blocks
     of all clips in two batched calls, the clean history in K - 1 calls, merged through log-sum-exps.
-    Only the diagonal frame-causal blocks carry masked-out pairs, so it computes 1.03x the allowed pairs
-    at K = 8, F = 2 (dense computes 3.7x).
+    Both paths compute every allowed pair and, of the forbidden ones, only the later-frame pairs in the
+    diagonal frame-causal block of each clean clip: 1.029x the allowed pairs at K = 8, F = 2 (dense
+    computes 3.66x; ``minivgpt.bench.attention_flops`` counts both).
     """
 
     def __init__(
@@ -117,7 +110,7 @@ class MaskedAttention:
         drop_last_clean: bool = False,
         backend: str = "dense",
         device: str | torch.device = "cpu",
-        layout: masks.TokenLayout | None = None,
+        layout: TokenLayout | None = None,
         fused: bool = True,
     ):
         if backend not in BACKENDS:
@@ -137,7 +130,7 @@ class MaskedAttention:
         self.layout = (
             layout
             if layout is not None
-            else masks.token_layout(num_clips, frames_per_clip, tokens_per_frame, drop_last_clean)
+            else token_layout(num_clips, frames_per_clip, tokens_per_frame, drop_last_clean)
         )
         self.seq_len = len(self.layout)
         self.fused = fused
@@ -155,7 +148,7 @@ class MaskedAttention:
                 layout=layout,
             )
         else:
-            lengths = _lengths(num_clips, frames_per_clip)
+            lengths = clip_lengths(num_clips, frames_per_clip)
             self._sizes = [f * tokens_per_frame for f in lengths]  # S_k
             self._prefix = [sum(self._sizes[:k]) for k in range(num_clips)]  # P_k
             segs = [s for s in self._sizes for _ in (0, 1)]
@@ -386,108 +379,3 @@ class _FusedCPU(torch.autograd.Function):
             _copies(dk, S, True)[:, : K - 1] += gkc.reshape(B * H, K - 1, S, D)
             _copies(dv, S, True)[:, : K - 1] += gvc.reshape(B * H, K - 1, S, D)
         return dq, dk, dv, None
-
-
-def attention_flops(
-    num_clips: int, F: int, N: int, head_dim: int, heads: int, drop_last_clean: bool = False
-) -> dict:
-    """Forward attention FLOPs of one sequence: useful (allowed pairs) vs dense (all L^2 pairs).
-
-    FLOPs = 2 matmuls (QK^T and PV) x 2 FLOPs per multiply-add x pairs x head_dim x heads; softmax and
-    the backward (about 2x the forward) are not counted. Returns ``{"seq_len", "allowed_pairs",
-    "dense_pairs", "density", "useful_flops", "dense_flops"}``.
-    """
-    S = F * N
-    pairs = 0
-    for k in range(num_clips):
-        pairs += S * (k * S + S)  # noisy clip k: clean history + its own noisy copy
-        if not (drop_last_clean and k == num_clips - 1):
-            pairs += S * k * S + N * N * F * (F + 1) // 2  # clean clip k: clean history + frame-causal self
-    L = 2 * num_clips * S - (S if drop_last_clean else 0)
-    per_pair = 2 * 2 * head_dim * heads
-    return {
-        "seq_len": L,
-        "allowed_pairs": pairs,
-        "dense_pairs": L * L,
-        "density": pairs / (L * L),
-        "useful_flops": pairs * per_pair,
-        "dense_flops": L * L * per_pair,
-    }
-
-
-def sync_device(device: torch.device) -> None:
-    """Wait for queued CUDA work so wall-clock timings are honest (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def benchmark_attention(
-    num_clips: int = 8,
-    F: int = 2,
-    N: int = 64,
-    heads: int = 4,
-    head_dim: int = 64,
-    batch: int = 1,
-    repeats: int = 5,
-    backward: bool = True,
-    device: str | torch.device = "cpu",
-) -> dict:
-    """Median milliseconds of one attention call per backend, in this process, after a warm-up.
-
-    ``dense`` and ``mask_aware`` are timed forward + backward when ``backward`` (else forward under
-    no_grad); ``flex`` is forward-only on CPU (it has no CPU backward) and ``None`` if it fails. The
-    backends are interleaved in every repeat so that background load affects them alike. Returns
-    ``{"seq_len", "dense_ms", "mask_aware_ms", "flex_ms", "speedup"}`` with speedup = dense / mask_aware.
-    """
-    device = torch.device(device)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    L = 2 * num_clips * F * N
-    shape = (batch, heads, L, head_dim)
-    q, k, v, g = (torch.randn(shape, generator=gen).to(device) for _ in range(4))
-    for t in (q, k, v):
-        t.requires_grad_(backward)
-
-    def step(att: MaskedAttention, bwd: bool) -> None:
-        if bwd:
-            for t in (q, k, v):
-                t.grad = None
-            att(q, k, v).backward(g)
-        else:
-            with torch.no_grad():
-                att(q, k, v)
-
-    runs = {
-        "dense": (MaskedAttention(num_clips, F, N, backend="dense", device=device), backward),
-        "mask_aware": (MaskedAttention(num_clips, F, N, backend="mask_aware", device=device), backward),
-    }
-    try:
-        flex = MaskedAttention(num_clips, F, N, backend="flex", device=device)
-        runs["flex"] = (flex, backward and device.type == "cuda")
-    except Exception:  # noqa: BLE001 - FlexAttention unavailable here: report None
-        pass
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for rep in range(repeats + 2):  # the first two rounds warm up (and compile flex on CUDA)
-        for name in list(runs):
-            att, bwd = runs[name]
-            try:
-                sync_device(device)
-                t0 = time.perf_counter()
-                step(att, bwd)
-                sync_device(device)
-                dt = time.perf_counter() - t0
-            except Exception:  # noqa: BLE001
-                if name != "flex":
-                    raise
-                del runs[name]
-                times.pop(name)
-                continue
-            if rep >= 2:
-                times[name].append(dt * 1e3)
-    med = {name: statistics.median(ts) for name, ts in times.items()}
-    return {
-        "seq_len": L,
-        "dense_ms": med["dense"],
-        "mask_aware_ms": med["mask_aware"],
-        "flex_ms": med.get("flex"),
-        "speedup": med["dense"] / med["mask_aware"],
-    }

@@ -40,6 +40,7 @@ from einops import rearrange
 
 from . import optim
 from .checkpoint import atomic_write
+from .metrics import psnr_from_mse
 
 __all__ = [
     "FrameAutoencoder",
@@ -422,7 +423,7 @@ def train_autoencoder(
             rec = {
                 "step": step + 1,
                 "loss": float(loss.detach()),
-                "psnr": float(10 * torch.log10(4.0 / mse_clamped)),
+                "psnr": float(psnr_from_mse(mse_clamped)),
                 "lr": step_lr,
                 "time_s": elapsed,
             }
@@ -462,8 +463,7 @@ def reconstruction_psnr(
     model.train(was_training)
     if count == 0:
         raise ValueError("reconstruction_psnr needs at least one video index")
-    mse = sq / count
-    return float("inf") if mse == 0 else 10.0 * math.log10(4.0 / mse)
+    return float(psnr_from_mse(sq / count))
 
 
 # ------------------------------------------------------------------------------------- checkpoints

@@ -1,67 +1,201 @@
-"""``python -m minivgpt.bench --json PATH``: training throughput, useful FLOP/s against the matmul peak
-measured in the same process, the attention backends, and rollout with and without the KV cache.
+"""``python -m minivgpt.bench [key=value ...]``: the measurements, kept apart from the computation.
 
-All times are medians of repeated runs in one process; the figures to compare are the ratios inside one
-run (this machine is shared and noisy). Output keys (DESIGN.md)::
+Derived in notebooks/03 (§6 density and compute, §7 timing). Training throughput and MFU, the attention
+backends (idle and beside a competing busy process), and rollout with and without the KV cache.
 
-    {"train": {"tokens_per_s", "useful_flops_per_s", "matmul_peak_flops_per_s", "mfu"},
-     "attention": {"seq_len", "dense_ms", "mask_aware_ms", "flex_ms", "speedup"},
+Every figure goes through one timer (:func:`timer`: CUDA events after a synchronise on a GPU, the host
+clock on CPU) and one interleaving loop (:func:`measure`: every round calls each contender once, so
+background load hits them alike). Times are medians over rounds, with their spread; the figures to
+compare are the ratios inside one run (a shared machine is noisy).
+
+MFU is a ratio of two measurements made side by side: the useful FLOPs of a training step
+(:func:`train_flops`) over its median time, against the median of a matmul "peak" timed with the
+model's own linear shapes ``(tokens, width) @ (width, out)`` (and the two products of their backward)
+in the training dtype, one peak round before every step round.
+
+Parameters (``key=value``, unknown names rejected)::
+
+    device=auto threads=0 quick=false json=PATH repeats=5 clips=8 frames_per_clip=2 tokens_per_frame=64
+    width=256 depth=6 heads=4 batch_size=4 sample_steps=20 contended=true
+
+Output keys::
+
+    {"train": {"tokens_per_s", "useful_flops_per_s", "matmul_peak_flops_per_s", "mfu", "step_s", "spread"...},
+     "attention": {"seq_len", "dense_ms", "mask_aware_ms", "flex_ms", "speedup", "computed_over_allowed",
+                   "contended": {... the same timings beside a busy process ...}},
      "rollout": {"history_clips", "cache_s", "recompute_s", "speedup", "max_abs_diff"},
-     "device": "..."}
+     "device": "...", "cpu_capability": "..."}
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
-from .attention import attention_flops, benchmark_attention, sync_device
+from .attention import MaskedAttention
 from .checkpoint import atomic_write
-from .config import ModelConfig
+from .config import ModelConfig, dataclass_from_params, parse_cli
 from .diffusion import RectifiedFlow
 from .model import VideoGPT
 from .rollout import rollout
 
 
-def _median_time(fn, repeats: int, device: torch.device, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    sync_device(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
+# ------------------------------------------------------------------------------------------ the timer
+def sync_device(device: torch.device) -> None:
+    """Wait for queued CUDA work (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timer(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds taken by one call of ``fn`` on ``device``: the one timer of every benchmark.
+
+    On CUDA: a synchronise (nothing earlier is counted), then CUDA events around the call, read after the
+    end event completes: the GPU's own clock, so the host's launch time is not mistaken for the work.
+    On CPU: the host clock around the call.
+    """
+    if device.type == "cuda":
         sync_device(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        with torch.cuda.device(device):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
-def matmul_peak(device: torch.device, n: int = 1024, dtype: torch.dtype = torch.float32, repeats: int = 10) -> float:
-    """Achieved FLOP/s of a square matmul (the reference 'peak' for this process and dtype)."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / _median_time(lambda: a @ b, repeats, device, warmup=3)
+def measure(
+    fns: dict[str, Callable[[], Any]], repeats: int, device: torch.device, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Interleaved timing: each of ``warmup + repeats`` rounds calls every function once, in order.
+
+    Returns the seconds of the last ``repeats`` rounds per name. Interleaving makes background load (a
+    shared machine) and clock changes affect all contenders alike.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} must be >= 1")
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            dt = timer(fn, device)
+            if r >= warmup:
+                times[name].append(dt)
+    return times
+
+
+def spread(xs: list[float]) -> dict[str, float]:
+    """Median, quartiles (q1, q3) and extremes of repeated measurements."""
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else (xs[0],) * 3
+    return {"median": statistics.median(xs), "q1": q1, "q3": q3, "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+# ------------------------------------------------------------------------------------------ FLOPs
+def attention_flops(
+    num_clips: int, F: int, N: int, head_dim: int, heads: int, drop_last_clean: bool = False
+) -> dict:
+    """Forward attention FLOPs of one sequence: useful (allowed pairs), mask-aware and dense (all L^2 pairs).
+
+    FLOPs = 2 matmuls (QK^T and PV) x 2 FLOPs per multiply-add x pairs x head_dim x heads; softmax and
+    the backward (about 2x the forward) are not counted. ``mask_aware_pairs`` are the pairs the fused
+    mask-aware path computes: the allowed ones plus the masked-out (later-frame) pairs inside each clean
+    clip's frame-causal diagonal block, which its kernel computes and then masks. Returns ``{"seq_len",
+    "allowed_pairs", "mask_aware_pairs", "dense_pairs", "density", "useful_flops", "mask_aware_flops",
+    "dense_flops"}``.
+    """
+    S = F * N
+    pairs = masked_in_diagonal = 0
+    for k in range(num_clips):
+        pairs += S * (k * S + S)  # noisy clip k: clean history + its own noisy copy
+        if not (drop_last_clean and k == num_clips - 1):
+            causal = N * N * F * (F + 1) // 2
+            pairs += S * k * S + causal  # clean clip k: clean history + frame-causal self
+            masked_in_diagonal += S * S - causal
+    L = 2 * num_clips * S - (S if drop_last_clean else 0)
+    per_pair = 2 * 2 * head_dim * heads
+    computed = pairs + masked_in_diagonal
+    return {
+        "seq_len": L,
+        "allowed_pairs": pairs,
+        "mask_aware_pairs": computed,
+        "dense_pairs": L * L,
+        "density": pairs / (L * L),
+        "useful_flops": pairs * per_pair,
+        "mask_aware_flops": computed * per_pair,
+        "dense_flops": L * L * per_pair,
+    }
+
+
+def linear_shapes(
+    model: VideoGPT, K: int, F: int, N: int, batch: int, drop_last_clean: bool = True
+) -> list[tuple[int, int, int]]:
+    """``(tokens, in, out)`` of every per-token linear layer in one training forward of ``model``.
+
+    The input projection and every block's qkv, proj and MLP layers see all L = 2*K*F*N (- F*N) tokens of
+    each of ``batch`` sequences; the output head sees the K*F*N noisy tokens only. The conditioning layers
+    (``t_mlp``, ``ada``, ``ada_out``) act on one row per segment, not per token, and are left out (well
+    under 1% of the work at the bench size).
+    """
+    L = 2 * K * F * N - (F * N if drop_last_clean else 0)
+    shapes = []
+    for name, m in model.named_modules():
+        if not isinstance(m, torch.nn.Linear) or name.startswith("t_mlp") or "ada" in name.split(".")[-1]:
+            continue
+        tokens = K * F * N if name == "out" else L
+        shapes.append((batch * tokens, m.in_features, m.out_features))
+    return shapes
 
 
 def train_flops(model: VideoGPT, K: int, F: int, N: int, batch: int, drop_last_clean: bool = True) -> float:
-    """Useful FLOPs of one training step (forward + backward = 3x forward): 2 per multiply-add in every
-    linear layer for every token, plus attention over the pairs the mask allows only."""
-    L = 2 * K * F * N - (F * N if drop_last_clean else 0)
+    """Useful FLOPs of one training step: forward + backward = 3x the forward of the per-token linear
+    layers (:func:`linear_shapes`, 2 FLOPs per multiply-add) and of attention over the allowed pairs only."""
+    linear = sum(2 * t * i * o for t, i, o in linear_shapes(model, K, F, N, batch, drop_last_clean))
     cfg = model.cfg
-    linear = sum(
-        m.weight.numel()
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and "ada" not in name and "t_mlp" not in name
-    )
     attn = attention_flops(K, F, N, cfg.width // cfg.heads, cfg.heads, drop_last_clean)["useful_flops"]
-    return 3 * batch * (2 * linear * L + cfg.depth * attn)
+    return 3 * (linear + batch * cfg.depth * attn)
 
 
+def matmul_workload(
+    shapes: list[tuple[int, int, int]], device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> tuple[Callable[[], None], float]:
+    """A function that runs the matmuls of a training step's linear layers once, and their FLOPs.
+
+    For every ``(tokens, in, out)`` in ``shapes``: the forward ``(tokens, in) @ (in, out)`` and the two
+    products of its backward, ``(tokens, out) @ (out, in)`` (input gradient) and ``(in, tokens) @
+    (tokens, out)`` (weight gradient), as autograd issues them for ``nn.Linear``. Timed beside the
+    training step, it gives the matmul throughput this machine reaches right now on the model's own
+    shapes and dtype: the denominator of MFU.
+    """
+    g = torch.Generator().manual_seed(seed)
+    operands = {}
+    for t, i, o in set(shapes):
+        a, b, c = (torch.randn(*shape, generator=g) for shape in ((t, i), (i, o), (t, o)))
+        operands[(t, i, o)] = tuple(x.to(device, dtype) for x in (a, b, c))
+    flops = float(sum(3 * 2 * t * i * o for t, i, o in shapes))
+
+    def run() -> None:
+        for s in shapes:
+            a, b, c = operands[s]
+            a @ b
+            c @ b.T
+            a.T @ c
+
+    return run, flops
+
+
+# ------------------------------------------------------------------------------------------ benchmarks
 def bench_train(
     device: torch.device,
     K: int = 8,
@@ -71,39 +205,132 @@ def bench_train(
     depth: int = 6,
     heads: int = 4,
     batch: int = 4,
-    repeats: int = 3,
+    repeats: int = 5,
     attention: str = "auto",
 ) -> dict:
+    """Training step time and MFU: peak and step rounds interleaved (peak, step, peak, step, ...).
+
+    bf16 autocast on CUDA (and a bf16 peak), fp32 on CPU. Returns the medians and their spreads.
+    """
     cfg = ModelConfig(width=width, depth=depth, heads=heads, attention=attention)
-    model = VideoGPT(cfg, in_dim=48, grid=(int(N**0.5), N // int(N**0.5))).to(device).train()
+    torch.manual_seed(0)
+    side = int(N**0.5)
+    model = VideoGPT(cfg, in_dim=48, grid=(side, N // side)).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     flow = RectifiedFlow()
-    x = torch.randn(batch, K, F, N, 48, device=device)
+    x = torch.randn(batch, K, F, N, 48, generator=torch.Generator().manual_seed(0)).to(device)
     g = torch.Generator().manual_seed(0)
     use_bf16 = device.type == "cuda"
 
-    def step():
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss = flow.loss(model, x, generator=g)
         loss.backward()
         opt.step()
 
-    sec = _median_time(step, repeats, device)
-    peak = matmul_peak(device, dtype=torch.bfloat16 if use_bf16 else torch.float32)
-    useful = train_flops(model, K, F, N, batch) / sec
-    tokens = batch * (2 * K * F * N - F * N)
+    shapes = linear_shapes(model, K, F, N, batch)
+    peak_fn, peak_flops = matmul_workload(shapes, device, torch.bfloat16 if use_bf16 else torch.float32)
+    times = measure({"peak": peak_fn, "step": step}, repeats, device)
+    step_s = spread(times["step"])
+    peak = spread([peak_flops / t for t in times["peak"]])
+    useful = train_flops(model, K, F, N, batch)
+    L = 2 * K * F * N - F * N
     return {
-        "tokens_per_s": tokens / sec,
-        "useful_flops_per_s": useful,
-        "matmul_peak_flops_per_s": peak,
-        "mfu": useful / peak,
-        "step_s": sec,
-        "seq_len": 2 * K * F * N - F * N,
+        "tokens_per_s": batch * L / step_s["median"],
+        "useful_flops_per_s": useful / step_s["median"],
+        "matmul_peak_flops_per_s": peak["median"],
+        "mfu": useful / step_s["median"] / peak["median"],
+        "step_s": step_s["median"],
+        "step_s_spread": step_s,
+        "matmul_peak_spread": peak,
+        "useful_flops_per_step": useful,
+        "matmul_shapes": sorted(set(shapes)),
+        "dtype": "bfloat16" if use_bf16 else "float32",
+        "seq_len": L,
         "batch": batch,
         "width": width,
         "depth": depth,
     }
+
+
+def benchmark_attention(
+    num_clips: int = 8,
+    F: int = 2,
+    N: int = 64,
+    heads: int = 4,
+    head_dim: int = 64,
+    batch: int = 1,
+    repeats: int = 5,
+    backward: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Milliseconds of one attention call per backend (median of interleaved rounds after two warm-ups).
+
+    ``dense`` and ``mask_aware`` are timed forward + backward when ``backward`` (else forward under
+    no_grad); ``flex`` is forward-only on CPU (it has no CPU backward) and ``None`` if it fails. Returns
+    ``{"seq_len", "dense_ms", "mask_aware_ms", "flex_ms", "speedup", "computed_over_allowed", "spread_ms"}``
+    with speedup = dense / mask_aware and computed_over_allowed the pairs the mask-aware path computes
+    per allowed pair (:func:`attention_flops`).
+    """
+    device = torch.device(device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    L = 2 * num_clips * F * N
+    shape = (batch, heads, L, head_dim)
+    q, k, v, g = (torch.randn(shape, generator=gen).to(device) for _ in range(4))
+    for t in (q, k, v):
+        t.requires_grad_(backward)
+
+    def call(att: MaskedAttention, bwd: bool) -> Callable[[], None]:
+        def run() -> None:
+            if bwd:
+                for t in (q, k, v):
+                    t.grad = None
+                att(q, k, v).backward(g)
+            else:
+                with torch.no_grad():
+                    att(q, k, v)
+
+        return run
+
+    fns = {
+        name: call(MaskedAttention(num_clips, F, N, backend=name, device=device), backward)
+        for name in ("dense", "mask_aware")
+    }
+    try:  # FlexAttention may be unavailable here: report None
+        flex = call(MaskedAttention(num_clips, F, N, backend="flex", device=device), backward and device.type == "cuda")
+        flex()  # also compiles it on CUDA
+        fns["flex"] = flex
+    except Exception:  # noqa: BLE001
+        pass
+    ms = {name: [t * 1e3 for t in ts] for name, ts in measure(fns, repeats, device, warmup=2).items()}
+    med = {name: statistics.median(ts) for name, ts in ms.items()}
+    fl = attention_flops(num_clips, F, N, head_dim, heads)
+    return {
+        "seq_len": L,
+        "dense_ms": med["dense"],
+        "mask_aware_ms": med["mask_aware"],
+        "flex_ms": med.get("flex"),
+        "speedup": med["dense"] / med["mask_aware"],
+        "computed_over_allowed": fl["mask_aware_pairs"] / fl["allowed_pairs"],
+        "spread_ms": {name: spread(ts) for name, ts in ms.items()},
+        "threads": torch.get_num_threads(),
+    }
+
+
+def benchmark_attention_contended(**kwargs: Any) -> dict:
+    """:func:`benchmark_attention` while a competing busy process (one spinning Python) runs beside it.
+
+    On a machine with few cores this is the everyday case of a laptop doing something else; the process
+    is started here and killed afterwards.
+    """
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)  # let it get scheduled
+        return benchmark_attention(**kwargs)
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def bench_rollout(
@@ -113,6 +340,7 @@ def bench_rollout(
     N: int = 64,
     width: int = 256,
     depth: int = 6,
+    heads: int = 4,
     steps: int = 20,
     new_clips: int = 1,
     repeats: int = 3,
@@ -124,14 +352,16 @@ def bench_rollout(
     torch.manual_seed(0)
     side = int(N**0.5)
     model = (
-        VideoGPT(ModelConfig(width=width, depth=depth, heads=4), in_dim=48, grid=(side, N // side)).to(device).eval()
+        VideoGPT(ModelConfig(width=width, depth=depth, heads=heads), in_dim=48, grid=(side, N // side))
+        .to(device)
+        .eval()
     )
     for name, p in model.named_parameters():  # non-zero adaLN/output weights so the comparison means something
         if "ada" in name or name.startswith("out."):
             torch.nn.init.normal_(p, std=0.02)
-    ctx = torch.randn(1, history, F, N, 48, device=device)
+    ctx = torch.randn(1, history, F, N, 48, generator=torch.Generator().manual_seed(0)).to(device)
 
-    def run(use_cache):
+    def run(use_cache: bool) -> torch.Tensor:
         return rollout(
             model,
             ctx,
@@ -143,8 +373,8 @@ def bench_rollout(
         )
 
     a, b = run(True), run(False)
-    cache_s = _median_time(lambda: run(True), repeats, device)
-    recompute_s = _median_time(lambda: run(False), repeats, device)
+    times = measure({"cache": lambda: run(True), "recompute": lambda: run(False)}, repeats, device, warmup=0)
+    cache_s, recompute_s = statistics.median(times["cache"]), statistics.median(times["recompute"])
     return {
         "history_clips": history,
         "history_tokens": history * F * N,
@@ -158,49 +388,81 @@ def bench_rollout(
     }
 
 
-def run_all(device: str = "auto", quick: bool = False) -> dict:
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+# ------------------------------------------------------------------------------------------ the command
+@dataclass
+class BenchConfig:
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
+    quick: bool = False  # tiny sizes (a smoke test, not a measurement); explicit keys still win
+    json: str = ""  # also write the results to this JSON file
+    repeats: int = 5  # timed rounds of every benchmark (after warm-up)
+    clips: int = 8  # K of the training sequence and the rollout history
+    frames_per_clip: int = 2
+    tokens_per_frame: int = 64
+    width: int = 256
+    depth: int = 6
+    heads: int = 4
+    batch_size: int = 4  # training bench; the attention bench uses one sequence
+    sample_steps: int = 20  # Euler steps of the rollout bench
+    contended: bool = True  # also time attention beside a competing busy process
+
+
+QUICK = dict(clips=2, tokens_per_frame=16, width=64, depth=2, heads=2, batch_size=2, sample_steps=2, repeats=1)
+
+
+def bench_config(params: dict[str, Any] | None = None) -> BenchConfig:
+    """Flat ``key=value`` parameters -> :class:`BenchConfig` (unknown names rejected, ``quick`` applied first)."""
+    params = dict(params or {})
+    quick = dataclass_from_params(BenchConfig, {"quick": params.get("quick", False)}).quick
+    cfg = dataclass_from_params(BenchConfig, params, base=QUICK if quick else None)
+    for name in ("repeats", "clips", "frames_per_clip", "tokens_per_frame", "width", "depth", "heads", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"parameter {name}={getattr(cfg, name)} must be >= 1")
+    if cfg.width % cfg.heads:
+        raise ValueError(f"width={cfg.width} must be a multiple of heads={cfg.heads}")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ValueError(f"parameter device={cfg.device!r}: expected auto, cpu or cuda")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"parameter device={cfg.device!r}: no CUDA device here; use device=cpu or auto")
+    return cfg
+
+
+def run_all(device: str = "auto", **params: Any) -> dict:
+    """Every benchmark with the parameters of :class:`BenchConfig`; returns the result dict."""
+    cfg = bench_config({"device": device, **params})
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(auto if cfg.device == "auto" else cfg.device)
     name = (
         torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     )
-    kw = {"K": 2, "F": 2, "N": 16, "width": 64, "depth": 2, "repeats": 1} if quick else {}
-    out = {"device": name, "torch": torch.__version__}
-    out["train"] = bench_train(dev, **kw)
-    att_kw = {"num_clips": 2, "F": 2, "N": 16, "repeats": 1} if quick else {}
-    out["attention"] = benchmark_attention(device=dev, **att_kw)
-    out["rollout"] = bench_rollout(
-        dev, **({"history": 2, "steps": 2, "N": 16, "width": 64, "depth": 2, "repeats": 1} if quick else {})
-    )
+    K, F, N = cfg.clips, cfg.frames_per_clip, cfg.tokens_per_frame
+    model = dict(F=F, N=N, width=cfg.width, depth=cfg.depth, heads=cfg.heads, repeats=cfg.repeats)
+    out: dict[str, Any] = {
+        "device": name,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "config": asdict(cfg),
+    }
+    out["train"] = bench_train(dev, K=K, batch=cfg.batch_size, **model)
+    att = dict(num_clips=K, F=F, N=N, heads=cfg.heads, head_dim=cfg.width // cfg.heads, repeats=cfg.repeats, device=dev)
+    out["attention"] = benchmark_attention(**att)
+    if cfg.contended:
+        out["attention"]["contended"] = benchmark_attention_contended(**att)
+    out["rollout"] = bench_rollout(dev, history=K, steps=cfg.sample_steps, **model)
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--json", type=Path, help="write the results to this JSON file")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch intra-op threads (0: torch's default); on a "
-        "shared, loaded CPU 1 thread avoids OpenMP stalls that distort small-op timings",
-    )
-    args = p.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    res = run_all(args.device, args.quick)
+    params = parse_cli(sys.argv[1:] if argv is None else argv)
+    res = run_all(**params)
     text = json.dumps(res, indent=2)
     print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(args.json, text)
+    if res["config"]["json"]:
+        atomic_write(res["config"]["json"], text)
     return res
 
 

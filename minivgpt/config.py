@@ -15,7 +15,8 @@ from typing import Any, get_type_hints
 
 @dataclass
 class DataConfig:
-    data: str = "bouncing_balls"  # bouncing_balls | moving_glyphs | moving_mnist:PATH.npy | folder:DIR
+    data: str = "bouncing_balls"  # bouncing_balls | moving_glyphs | moving_mnist:PATH.npy | moving_mnist_digits:DIR
+    #                               | folder:DIR  (real data is split by index: 10% validation, never trained on)
     image_size: int = 32
     num_samples: int = 4096  # size of the synthetic training set (its seed is `seed`)
     min_balls: int = 1
@@ -68,7 +69,8 @@ class TrainConfig:
     compile: bool = False
     resume: bool = False  # continue the run in `out` (no checkpoint there: warns and starts at step 0)
     overwrite: bool = False  # allow a fresh run (resume=false) to replace the run already in `out`
-    minutes: float = 0.0  # wall-clock budget for training (0 = none): stops early, saves, still evaluates
+    minutes: float = 0.0  # wall-clock budget (0 = none): the lr anneals by steps or time, whichever is further
+    # along, and training stops at the budget, saves and records it (not bitwise repeatable when it binds)
     stop_after: int = 0  # end this invocation after this many steps in all (0 = run to `steps`); resume later
     log_every: int = 10
     ckpt_every: int = 200
@@ -133,6 +135,22 @@ def _convert(name: str, value: Any, typ: Any) -> Any:
     if typ is str and not isinstance(value, str):
         raise ValueError(f"parameter {name}={value!r}: expected a string")
     return value
+
+
+def dataclass_from_params(cls: type, params: dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> Any:
+    """A flat-parameter dataclass (a job's config) from ``key=value`` strings or values.
+
+    Unknown names are rejected with the closest valid one; strings are converted to the field's type.
+    ``base`` holds defaults applied before ``params`` (e.g. a "quick" preset). Used by every job that has
+    its own config (bench, evaluate, simvp); training's nested :class:`Config` uses :func:`from_params`.
+    """
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, value in {**(base or {}), **(params or {})}.items():
+        if name not in hints:
+            raise ValueError(unknown_key_message(name, [f.name for f in fields(cls)]))
+        values[name] = _convert(name, value, hints[name])
+    return cls(**values)
 
 
 def unknown_key_message(name: str, valid: list[str]) -> str:

@@ -12,17 +12,30 @@ and exposes ``num_frames``, ``image_size``, ``channels``, ``classes`` and ``num_
 - :class:`BouncingBalls` — 1-3 coloured balls under gravity, elastic wall and ball-ball collisions.
 - :class:`MovingGlyphs` — Moving-MNIST-like: 1-2 hand-drawn stroke digits bouncing in a 64x64 box.
 - :class:`MovingMNIST` — the standard ``mnist_test_seq.npy`` (uint8, ``(T, N, 64, 64)``).
+- :class:`MovingMNISTDigits` — the standard Moving MNIST *generator*, on the fly from MNIST digit files
+  (IDX format): the field's training protocol.
 - :class:`VideoFolder` — a folder of .mp4/.avi/.gif files, decoded with PyAV.
 
-The synthetic sets are seeded: sample ``i`` is a pure function of ``(seed, i)`` (its generator is
-``numpy.random.default_rng([seed, i])``), so any access order gives bit-identical samples and nothing
-is stored or downloaded. :func:`make_dataset` parses the ``data=...`` strings of the command line.
+The synthetic sets (and the digit generator) are seeded: sample ``i`` is a pure function of
+``(seed, i)`` (its generator is ``numpy.random.default_rng([seed, i])``), so any access order gives
+bit-identical samples and nothing is stored or downloaded. :func:`make_dataset` parses the ``data=...``
+strings of the command line.
+
+Train / validation split of real data (``split="train" | "val" | "all"``): the last
+``VAL_FRACTION`` (10 %) of the items by index are validation, the rest training, never both: the
+sequences of the .npy file, the clips of a video folder (in file order, so at most one file straddles
+the boundary), the digits of the MNIST files. Synthetic sets are split by seed instead (the caller
+draws validation from another seed), so ``split`` does not change them.
+
+Derived in notebooks/01 (§ data).
 """
 
 from __future__ import annotations
 
 import difflib
+import gzip
 import math
+import struct
 import warnings
 from pathlib import Path
 
@@ -70,6 +83,23 @@ def _direction_words(vx: float, vy: float) -> str:
     if abs(vx) > 0.38 * speed:
         parts.append("right" if vx > 0 else "left")
     return " and ".join(parts)
+
+
+VAL_FRACTION = 0.1  # the last 10 % of a real dataset's items (by index) are its validation split
+SPLITS = ("all", "train", "val")
+
+
+def split_indices(n: int, split: str, what: str = "items", val_fraction: float = VAL_FRACTION) -> range:
+    """The indices of ``split`` among ``n`` items: ``"val"`` is the last ``ceil(val_fraction * n)`` of
+    them, ``"train"`` the rest, ``"all"`` every one. A split needs at least 2 items (one of each)."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
+    if split == "all":
+        return range(n)
+    if n < 2:
+        raise ValueError(f"split={split!r} needs at least 2 {what} (one for training, one for validation), got {n}")
+    n_val = min(max(1, math.ceil(val_fraction * n)), n - 1)
+    return range(n - n_val, n) if split == "val" else range(n - n_val)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -474,11 +504,20 @@ class MovingMNIST(Dataset):
     - ``label`` -1: the file has no class labels (the digits are unknown),
     - ``caption`` "",
     - ``masks`` (num_frames, S, S) = (pixel > 0) as int64: a foreground mask (0/1), not instance ids.
+
+    ``split``: ``"all"`` (every sequence), ``"train"`` or ``"val"`` (the last ``VAL_FRACTION`` of the
+    sequences by index; see :func:`split_indices`); sample ``i`` is then the split's i-th sequence.
     """
 
     EXPECTED = "a uint8 .npy array of shape (T, N, 64, 64) (the standard mnist_test_seq.npy)"
 
-    def __init__(self, path: str | Path, num_frames: int | None = None, image_size: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        num_frames: int | None = None,
+        image_size: int | None = None,
+        split: str = "all",
+    ):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"Moving MNIST file not found: {path}; expected {self.EXPECTED}")
@@ -498,6 +537,8 @@ class MovingMNIST(Dataset):
             raise ValueError(f"{path} has {T} frames per sequence, but num_frames={num_frames} was asked for")
         self.path = path
         self.data = data
+        self.split = split
+        self.indices = split_indices(data.shape[1], split, f"sequences in {path}")
         self.num_frames = num_frames
         self.image_size = image_size or 64
         self.channels = 1
@@ -505,16 +546,240 @@ class MovingMNIST(Dataset):
         self.num_classes = 0
 
     def __len__(self) -> int:
-        return self.data.shape[1]
+        return len(self.indices)
 
     def __getitem__(self, index: int) -> dict:
-        """Sequence ``index``: video (T, 1, S, S) in [-1, 1], label -1, caption "", masks (T, S, S) 0/1."""
-        frames = torch.from_numpy(np.array(self.data[: self.num_frames, index]))  # (T, 64, 64) uint8
+        """Sequence ``index`` of the split: video (T, 1, S, S) in [-1, 1], label -1, caption "", masks
+        (T, S, S) 0/1."""
+        sequence = self.indices[index]  # IndexError past the end
+        frames = torch.from_numpy(np.array(self.data[: self.num_frames, sequence]))  # (T, 64, 64) uint8
         video = rearrange(frames, "t h w -> t 1 h w").float()
         if self.image_size != 64:
             video = F.interpolate(video, size=(self.image_size,) * 2, mode="area")
         masks = (video[:, 0] > 0).long()
         return {"video": video / 127.5 - 1, "label": -1, "caption": "", "masks": masks}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Real data: Moving MNIST generated from MNIST digit files (IDX)
+
+IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # magic numbers: uint8 3-d array, uint8 1-d array
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic (whatever its name)."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise ValueError(f"{path}: truncated or damaged gzip file ({err})") from err
+    return raw
+
+
+def read_idx(path: str | Path, expect: int | None = None) -> np.ndarray:
+    """Read an IDX file (MNIST's format; raw or gzipped) as a uint8 array.
+
+    Layout: a big-endian magic ``0x000008DD`` (``08`` = uint8, ``DD`` = number of dims), one big-endian
+    uint32 per dim, then the data. ``expect`` (``IDX_IMAGES`` or ``IDX_LABELS``) checks the magic.
+    Errors name the file and what was expected.
+    """
+    path = Path(path)
+    want = "an IDX file" if expect is None else f"an IDX file with magic 0x{expect:08X}"
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file not found: {path}; expected {want}")
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise ValueError(f"{path}: {len(data)} bytes, too short for an IDX header; expected {want}")
+    (magic,) = struct.unpack(">I", data[:4])
+    if (expect is not None and magic != expect) or magic >> 8 != 0x08 or not 1 <= magic & 0xFF <= 3:
+        raise ValueError(f"{path}: magic 0x{magic:08X}; expected {want} (0x{IDX_IMAGES:08X} images, "
+                         f"0x{IDX_LABELS:08X} labels)")
+    ndim = magic & 0xFF
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: header truncated; expected {ndim} dimension sizes after the magic")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    size = int(np.prod(shape))
+    body = data[4 + 4 * ndim :]
+    if len(body) != size:
+        raise ValueError(
+            f"{path}: header says shape {shape} ({size} bytes) but the file holds {len(body)} bytes of data "
+            "(truncated or not an IDX file)"
+        )
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def _idx_magic(path: Path) -> int | None:
+    """The first 4 bytes of a file (gunzipped if gzipped) as a big-endian number; None if unreadable."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+        if head == b"\x1f\x8b":
+            with gzip.open(path, "rb") as f:
+                head = f.read(4)
+        else:
+            with path.open("rb") as f:
+                head = f.read(4)
+    except (OSError, EOFError):
+        return None
+    if len(head) < 4:
+        return None
+    return struct.unpack(">I", head)[0]
+
+
+def find_mnist_files(root: str | Path) -> tuple[list[Path], list[Path]]:
+    """The MNIST image and label files in ``root``, found by their IDX magic (``0x00000803`` images,
+    ``0x00000801`` labels), not by name, each list sorted by name. A file whose name says IDX
+    (``*idx*``/``*-ubyte*``) but whose magic is neither raises ``ValueError`` naming it."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"MNIST folder not found: {root} (expected IDX files such as "
+                                "train-images-idx3-ubyte.gz inside)")
+    if not root.is_dir():
+        raise NotADirectoryError(f"moving_mnist_digits expects a folder of MNIST IDX files, got the file {root}")
+    images, labels = [], []
+    for path in sorted(p for p in root.iterdir() if p.is_file()):
+        magic = _idx_magic(path)
+        if magic == IDX_IMAGES:
+            images.append(path)
+        elif magic == IDX_LABELS:
+            labels.append(path)
+        elif "idx" in path.name.lower() or "ubyte" in path.name.lower():
+            found = "unreadable" if magic is None else f"magic 0x{magic:08X}"
+            raise ValueError(
+                f"{path}: {found}, not an MNIST IDX file; expected magic 0x{IDX_IMAGES:08X} (images, shape "
+                f"(N, 28, 28)) or 0x{IDX_LABELS:08X} (labels, shape (N,))"
+            )
+    if not images:
+        seen = ", ".join(p.name for p in sorted(root.iterdir())[:5]) or "nothing"
+        raise FileNotFoundError(
+            f"no MNIST image file in {root}: expected an IDX file (raw or .gz) with magic 0x{IDX_IMAGES:08X} "
+            f"holding uint8 digits of shape (N, 28, 28), e.g. train-images-idx3-ubyte.gz; found {seen}"
+        )
+    return images, labels
+
+
+class MovingMNISTDigits(Dataset):
+    """Moving MNIST generated on the fly from MNIST digits, as the field trains on it.
+
+    The generator of Srivastava et al. (2015) as used by OpenSTL: ``digits`` digits (2) of 28x28 on a
+    64x64 canvas, each at a uniformly random position with a uniformly random direction at a constant speed
+    of ``step_length`` (0.1) of the free range per frame (3.6 pixels); a digit that reaches a wall is put on
+    it and its velocity component is reversed (it bounces); digits are combined by pixelwise maximum.
+    Positions are truncated to whole pixels. With ``image_size != 64`` the frames are resized (area).
+
+    Files: the folder's IDX files, found by their magic (:func:`find_mnist_files`), raw or gzipped; several
+    image files are concatenated in name order; label files are optional and, when present, must pair with
+    the image files (same count, same lengths).
+
+    Split: the digits (not the sequences) are split by index: the last ``VAL_FRACTION`` (10 %) of them
+    are ``split="val"``, the rest ``"train"`` (``"all"``: every digit), so validation sequences show only
+    digits never seen in training. Sample ``i`` is a pure function of ``(seed, i)`` and the split.
+
+    Sample: ``video`` (num_frames, 1, S, S) in [-1, 1]; ``label`` the class of the first digit (-1 without
+    label files); ``caption`` e.g. ``"digits 3 and 7"`` ("" without labels); ``masks`` (T, S, S) with ``k``
+    where digit k (1-based) is at least half bright (the later digit wins).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        num_samples: int = 10000,
+        num_frames: int = 20,
+        image_size: int = 64,
+        seed: int = 0,
+        split: str = "all",
+        digits: int = 2,
+        step_length: float = 0.1,
+        canvas: int = 64,
+    ):
+        if num_frames < 1 or digits < 1 or image_size < 1:
+            raise ValueError(f"need num_frames, digits, image_size >= 1; got {num_frames}, {digits}, {image_size}")
+        image_files, label_files = find_mnist_files(root)
+        arrays = []
+        for path in image_files:
+            a = read_idx(path, IDX_IMAGES)
+            if a.ndim != 3 or a.shape[1] > canvas or a.shape[2] > canvas or a.shape[0] == 0:
+                raise ValueError(f"{path}: images of shape {a.shape}; expected (N, 28, 28) uint8 digits")
+            arrays.append(a)
+        if len({a.shape[1:] for a in arrays}) > 1:
+            raise ValueError(f"{root}: image files of different digit sizes {[a.shape for a in arrays]}")
+        self.images = np.concatenate(arrays)  # (N, 28, 28) uint8
+        self.labels = None
+        if label_files:
+            labels = [read_idx(path, IDX_LABELS) for path in label_files]
+            if len(labels) != len(arrays) or any(len(lab) != len(a) for lab, a in zip(labels, arrays)):
+                raise ValueError(
+                    f"{root}: label files {[p.name for p in label_files]} ({[len(x) for x in labels]} labels) "
+                    f"do not pair with image files {[p.name for p in image_files]} ({[len(a) for a in arrays]} "
+                    "digits); keep one label file per image file, or none"
+                )
+            self.labels = np.concatenate(labels).astype(np.int64)
+        self.root = Path(root)
+        self.split = split
+        self.digit_indices = split_indices(len(self.images), split, f"digits in {root}")
+        self.num_samples = num_samples
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.canvas = canvas
+        self.channels = 1
+        self.seed = seed
+        self.digits = digits
+        self.step_length = step_length
+        self.classes = [str(d) for d in range(10)] if self.labels is not None else []
+        self.num_classes = len(self.classes)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def trajectory(self, rng: np.random.Generator) -> np.ndarray:
+        """Top-left corners ``(T, 2)`` (y, x) in whole pixels of one digit bouncing in the canvas."""
+        side = self.images.shape[1]
+        free = self.canvas - side
+        y, x = rng.random(2)
+        theta = rng.random() * 2 * math.pi
+        vy, vx = math.sin(theta) * self.step_length, math.cos(theta) * self.step_length
+        out = np.empty((self.num_frames, 2), dtype=np.int64)
+        for t in range(self.num_frames):
+            y, x = y + vy, x + vx
+            if x <= 0 or x >= 1:
+                x, vx = min(max(x, 0.0), 1.0), -vx
+            if y <= 0 or y >= 1:
+                y, vy = min(max(y, 0.0), 1.0), -vy
+            out[t] = int(free * y), int(free * x)
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        """Sample ``index``: video (T, 1, S, S) in [-1, 1], label, caption, masks (T, S, S)."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        rng = np.random.default_rng([self.seed, index])
+        side = self.images.shape[1]
+        T, S = self.num_frames, self.canvas
+        frames = np.zeros((T, S, S), dtype=np.uint8)
+        masks = np.zeros((T, S, S), dtype=np.int64)
+        chosen = []
+        for k in range(self.digits):
+            corners = self.trajectory(rng)
+            digit = self.digit_indices[int(rng.integers(len(self.digit_indices)))]
+            chosen.append(digit)
+            image = self.images[digit]
+            for t, (y, x) in enumerate(corners):
+                window = frames[t, y : y + side, x : x + side]
+                np.maximum(window, image, out=window)
+                masks[t, y : y + side, x : x + side][image >= 128] = k + 1
+        video = torch.from_numpy(frames).float().div_(127.5).sub_(1).unsqueeze(1)  # (T, 1, S, S)
+        mask = torch.from_numpy(masks)
+        if self.image_size != S:
+            video = F.interpolate(video, size=(self.image_size,) * 2, mode="area")
+            mask = F.interpolate(mask[:, None].float(), size=(self.image_size,) * 2, mode="nearest")[:, 0].long()
+        if self.labels is None:
+            label, caption = -1, ""
+        else:
+            names = [str(int(self.labels[d])) for d in chosen]
+            label = int(self.labels[chosen[0]])
+            caption = f"digit {names[0]}" if len(names) == 1 else f"digits {', '.join(names[:-1])} and {names[-1]}"
+        return {"video": video, "label": label, "caption": caption, "masks": mask}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -583,6 +848,9 @@ class VideoFolder(Dataset):
     On construction every file is probed (opened and fully decoded to count its frames). Files that
     cannot be read or have fewer than ``frames`` frames are skipped with one warning listing how many;
     with ``strict=True`` the first such file raises ``ValueError`` instead.
+
+    ``split``: ``"all"``, ``"train"`` or ``"val"``: the last ``VAL_FRACTION`` of the clips in file order
+    (see :func:`split_indices`), so validation is mostly whole files.
     """
 
     def __init__(
@@ -593,6 +861,7 @@ class VideoFolder(Dataset):
         clips_per_file: int | None = None,
         strict: bool = False,
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
+        split: str = "all",
     ):
         root = Path(root)
         if not root.exists():
@@ -601,6 +870,8 @@ class VideoFolder(Dataset):
             raise NotADirectoryError(f"VideoFolder expects a directory of video files, got the file {root}")
         if frames < 1 or size < 1:
             raise ValueError(f"need frames >= 1 and size >= 1, got frames={frames}, size={size}")
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
         self.root = root
         self.num_frames = frames
         self.image_size = size
@@ -648,11 +919,13 @@ class VideoFolder(Dataset):
                 stacklevel=2,
             )
 
-        # (file index, first frame) of every clip
-        self.clips: list[tuple[int, int]] = []
+        # (file index, first frame) of every clip of the split
+        clips: list[tuple[int, int]] = []
         for f, count in enumerate(self.frame_counts):
             n = count // frames if clips_per_file is None else min(clips_per_file, count // frames)
-            self.clips += [(f, c * frames) for c in range(n)]
+            clips += [(f, c * frames) for c in range(n)]
+        self.split = split
+        self.clips = [clips[i] for i in split_indices(len(clips), split, f"clips under {root}")]
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -679,32 +952,46 @@ class VideoFolder(Dataset):
 # ----------------------------------------------------------------------------------------------------
 # Factory and batching
 
-DATASET_NAMES = ["bouncing_balls", "moving_glyphs", "moving_mnist:PATH.npy", "folder:DIR"]
+DATASET_NAMES = ["bouncing_balls", "moving_glyphs", "moving_mnist:PATH.npy", "moving_mnist_digits:DIR", "folder:DIR"]
+PATH_ARGS = {"moving_mnist": "PATH.npy", "moving_mnist_digits": "DIR", "folder": "DIR"}
 
 
 def make_dataset(
-    spec: str, num_frames: int, image_size: int, num_samples: int = 1024, seed: int = 0, **kw
+    spec: str,
+    num_frames: int,
+    image_size: int,
+    num_samples: int = 1024,
+    seed: int = 0,
+    split: str = "all",
+    **kw,
 ) -> Dataset:
     """Build a dataset from a ``data=...`` string.
 
     ``spec`` is one of ``bouncing_balls``, ``moving_glyphs`` (synthetic: ``num_samples`` samples from
-    ``seed``), ``moving_mnist:PATH.npy`` or ``folder:DIR`` (real files: every sequence / clip is used, and
-    ``num_samples`` and ``seed`` are ignored). Extra keywords go to the dataset's constructor.
+    ``seed``), ``moving_mnist_digits:DIR`` (Moving MNIST generated from the MNIST IDX files in DIR:
+    ``num_samples`` sequences from ``seed``), ``moving_mnist:PATH.npy`` or ``folder:DIR`` (fixed files:
+    every sequence / clip of the split is used, and ``num_samples`` and ``seed`` are ignored).
+
+    ``split`` (``"all"``, ``"train"``, ``"val"``) holds out the last ``VAL_FRACTION`` of a real dataset's
+    sequences / clips / digits (:func:`split_indices`); synthetic sets are split by ``seed`` instead and
+    ignore it. Extra keywords go to the dataset's constructor.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
     name, _, arg = spec.partition(":")
     name = name.strip()
     if name == "bouncing_balls":
         return BouncingBalls(num_samples, num_frames, image_size, seed=seed, **kw)
     if name == "moving_glyphs":
         return MovingGlyphs(num_samples, num_frames, image_size, seed=seed, **kw)
-    if name in ("moving_mnist", "folder"):
+    if name in PATH_ARGS:
         if not arg:
-            raise ValueError(
-                f"data={spec!r} needs a path: use {name}:{'PATH.npy' if name[0] == 'm' else 'DIR'}"
-            )
+            raise ValueError(f"data={spec!r} needs a path: use {name}:{PATH_ARGS[name]}")
         if name == "moving_mnist":
-            return MovingMNIST(arg, num_frames=num_frames, image_size=image_size, **kw)
-        return VideoFolder(arg, frames=num_frames, size=image_size, **kw)
+            return MovingMNIST(arg, num_frames=num_frames, image_size=image_size, split=split, **kw)
+        if name == "moving_mnist_digits":
+            return MovingMNISTDigits(arg, num_samples, num_frames, image_size, seed=seed, split=split, **kw)
+        return VideoFolder(arg, frames=num_frames, size=image_size, split=split, **kw)
     bare = [n.split(":")[0] for n in DATASET_NAMES]
     close = difflib.get_close_matches(name, bare, n=1, cutoff=0.0)
     hint = f"; did you mean {close[0]!r}?" if close else ""

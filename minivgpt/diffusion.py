@@ -1,6 +1,8 @@
 """Next clip diffusion: rectified flow with clean-latent prediction, per-clip timesteps, Euler sampling.
 
-Convention of the authors' code (PAPER.md): ``x_t = t * x + (1 - t) * noise`` with t in [0, 1] and
+Derived in notebooks/04 (§1 the objective, §4 the loss in a few lines).
+
+Convention of the authors' code (docs/paper.md): ``x_t = t * x + (1 - t) * noise`` with t in [0, 1] and
 **t = 1 clean**. The network predicts the clean latent ``x̂``; the loss is the MSE to ``x`` on noisy
 tokens only; sampling turns the prediction into a velocity ``v = (x̂ - x_t) / (1 - t)`` and integrates
 ``dx/dt = v`` with Euler steps from t = 0 (noise) to t = 1.
@@ -9,6 +11,9 @@ Every clip has its own timestep: ``t`` has shape ``(B, K)``. The clean history c
 (``t_clean ~ U(history_noise, 1)``) so that the model tolerates its own imperfect outputs at rollout.
 Classifier-free guidance contrasts the prediction with history against the prediction without it; the
 first noisy clip of every training sequence has no history, so the unconditional case is always trained.
+A class/text condition is dropped per sample with probability ``cond_drop``: the loss draws the boolean
+mask and passes it on (``drop=``); the model substitutes its own null condition. The model is a plain
+function here, as in minRF and k-diffusion.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ class RectifiedFlow:
             "noise": torch.randn(x_shape, generator=generator),
             "t_clean": 1 - (1 - self.history_noise) * torch.rand((B, K), generator=generator),
             "history_noise": torch.randn(x_shape, generator=generator),
-            "drop": torch.rand((B,), generator=generator) < self.cond_drop,
+            "drop": torch.rand((B,), generator=generator) < self.cond_drop,  # (B,) bool: null condition
         }
 
     def loss(
@@ -87,8 +92,9 @@ class RectifiedFlow:
         """Next clip diffusion loss.
 
         Args:
-            model: called as ``model(noisy, clean, t, t_clean=..., cond=...)`` -> clean prediction
-                ``(B, K, F, N, D)`` for the noisy copies.
+            model: called as ``model(noisy, clean, t, t_clean=t_clean)`` -> clean prediction
+                ``(B, K, F, N, D)`` for the noisy copies; with a condition also ``cond=cond, drop=drop``,
+                ``drop (B,)`` bool True where the model must use its null condition instead.
             x: clean tokens ``(B, K, F, N, D)``.
             cond: optional labels ``(B,)`` (long) or embeddings ``(B, E)``; dropped with ``cond_drop``.
             rand: the step's randomness from :meth:`draw` (drawn here from ``generator`` if None).
@@ -100,9 +106,8 @@ class RectifiedFlow:
         t, t_clean = r["t"].to(x.dtype), r["t_clean"].to(x.dtype)
         x_t = add_noise(x, t, r["noise"].to(x.dtype))
         history = add_noise(x, t_clean, r["history_noise"].to(x.dtype)) if self.history_noise < 1 else x
-        if cond is not None:
-            cond = drop_condition(model, cond, r["drop"])
-        pred = model(x_t, history, t, t_clean=t_clean, cond=cond)
+        extra = {} if cond is None else {"cond": cond, "drop": r["drop"]}
+        pred = model(x_t, history, t, t_clean=t_clean, **extra)
         return (pred.float() - x.float()).pow(2).mean()
 
     @torch.no_grad()
@@ -140,15 +145,3 @@ class RectifiedFlow:
             x = x + float(ts[i + 1] - ts[i]) * velocity(x, pred, t)
         return x
 
-
-def drop_condition(model: torch.nn.Module, cond: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-    """Replace the condition of the samples where ``drop`` is True by the model's null condition.
-
-    Labels ``(B,)`` become the null class index; embeddings ``(B, E)`` become zeros.
-    """
-    if cond.dtype in (torch.int32, torch.int64):
-        null = getattr(getattr(model, "module", model), "null_class", None)  # unwrap DDP
-        if null is None:
-            raise ValueError("class labels given but the model has no class embedding (set num_classes > 0)")
-        return torch.where(drop, torch.full_like(cond, null), cond)
-    return cond * (~drop).to(cond.dtype).reshape(-1, *([1] * (cond.ndim - 1)))

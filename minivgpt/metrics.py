@@ -7,10 +7,12 @@ Videos are ``(B, T, C, H, W)`` or ``(T, C, H, W)``; frame metrics accept any lea
 - Physics-IQ-style motion metrics (Motamed et al. 2025, "Do generative video models understand physical
   principles?"): :func:`motion_masks`, :func:`spatial_iou`, :func:`spatiotemporal_iou`,
   :func:`weighted_spatial_iou`, :func:`motion_mse`, bundled by :func:`motion_metrics`.
-- Forecasting baselines: :func:`copy_last`, :func:`linear_extrapolation`; :func:`evaluate_forecast`.
+- Forecasting baselines: :func:`copy_last`, :func:`linear_extrapolation`, :func:`static_background`,
+  :func:`constant_velocity` (object level); :func:`evaluate_forecast`, :func:`evaluate_all`.
 - Retrieval: :func:`recall_at_k`, :func:`retrieval_recalls`.
 - :func:`frechet_distance` between two feature sets (features of a small classifier trained here;
   this is not FVD).
+- Segmentation of bool masks ``(M, H, W)``: :func:`region_iou` (J), :func:`boundary_f` (F).
 """
 
 from __future__ import annotations
@@ -73,8 +75,17 @@ def psnr(
     ``reduction="mean"`` uses the MSE over all elements (a scalar; this is not the mean of per-frame
     PSNRs); ``"none"`` gives per-frame PSNR of shape ``pred.shape[:-3]``. MSE is floored at 1e-12.
     """
-    err = mse(pred, target, reduction=reduction).clamp_min(1e-12)
-    return 20.0 * math.log10(data_range) - 10.0 * torch.log10(err)
+    return psnr_from_mse(mse(pred, target, reduction=reduction).clamp_min(1e-12), data_range)
+
+
+def psnr_from_mse(err: torch.Tensor | float, data_range: float = 2.0) -> torch.Tensor | float:
+    """``10 log10(data_range^2 / err)`` in dB, for a tensor or a float MSE (``inf`` for a float 0).
+
+    The one PSNR formula of the project: :func:`psnr`, the autoencoder's logs and its held-out score use it.
+    """
+    if isinstance(err, torch.Tensor):
+        return 20.0 * math.log10(data_range) - 10.0 * torch.log10(err)
+    return math.inf if err == 0 else 20.0 * math.log10(data_range) - 10.0 * math.log10(err)
 
 
 def gaussian_window(window: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -283,8 +294,99 @@ def static_background(context: torch.Tensor, horizon: int) -> torch.Tensor:
     a forecast must beat to show that it places the objects, not only that it avoids the double penalty
     a wrongly placed copy pays. ``(B, T, C, H, W)`` -> ``(B, horizon, C, H, W)`` (also unbatched).
     """
-    med = context.median(dim=-4, keepdim=True).values
+    med = context.contiguous().median(dim=-4, keepdim=True).values  # (a stride-0 dim gives a wrong median)
     return med.expand(*med.shape[:-4], horizon, *med.shape[-3:]).clone()
+
+
+def connected_components(mask: torch.Tensor) -> torch.Tensor:
+    """8-connected components of boolean images ``(..., H, W)``, labelled 1..n per image (0 = background).
+
+    Label propagation: every foreground pixel starts with its own id and repeatedly takes the largest id in
+    its 3x3 neighbourhood (a max-pool restricted to the foreground) until nothing changes; the ids are then
+    renumbered 1..n per image in raster order of their largest pixel. Returns int64 ``(..., H, W)``.
+    """
+    if mask.ndim < 2:
+        raise ValueError(f"expected boolean images (..., H, W), got shape {tuple(mask.shape)}")
+    *lead, H, W = mask.shape
+    fg = mask.reshape(-1, 1, H, W).bool()
+    # float64 holds every id exactly (float32 would stop at 2^24 pixels)
+    ids = torch.arange(1, H * W + 1, dtype=torch.float64, device=mask.device).view(1, 1, H, W)
+    labels = torch.where(fg, ids, torch.zeros((), dtype=torch.float64, device=mask.device))
+    while True:
+        grown = torch.where(fg, F.max_pool2d(labels, 3, stride=1, padding=1), labels)
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    labels = labels.long().flatten(1)
+    out = torch.zeros_like(labels)
+    for i, row in enumerate(labels):  # renumber 1..n per image
+        ids_i, inverse = torch.unique(row, return_inverse=True)
+        out[i] = inverse if ids_i[0] == 0 else inverse + 1
+    return out.reshape(*lead, H, W)
+
+
+def constant_velocity(context: torch.Tensor, horizon: int, threshold: float = 0.1) -> torch.Tensor:
+    """Object-level constant velocity: every moving object keeps its last displacement, over the background.
+
+    1. Background: the per-pixel median of the context frames (as :func:`static_background`); foreground:
+       pixels whose largest channel differs from it by more than ``threshold`` (in [-1, 1] units).
+    2. Objects: the 8-connected components (:func:`connected_components`) of the foreground of each of the
+       last two context frames.
+    3. Each object of the last frame is matched to the object of the frame before with the nearest centroid;
+       its displacement ``d`` is the difference of the two centroids (0 when the frame before has none).
+    4. Future frame ``h = 1..horizon`` is the background with each object's pixels of the last frame pasted
+       at ``round(h * d)`` (later objects over earlier ones); pixels that leave the frame disappear.
+
+    A static video (no foreground) gives the background, i.e. copy-last. With one context frame the
+    velocity is zero. ``(B, T, C, H, W)`` -> ``(B, horizon, C, H, W)`` (also unbatched).
+    """
+    if not torch.is_floating_point(context):
+        raise TypeError(f"context must be a floating-point video in [-1, 1], got dtype {context.dtype}")
+    if context.ndim not in (4, 5):
+        raise ValueError(f"expected a video (B, T, C, H, W) or (T, C, H, W), got shape {tuple(context.shape)}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    video = _as_batch(context)
+    B, T, C, H, W = video.shape
+    # contiguous: torch's median over an expanded (stride-0) dim returns garbage
+    background = video.contiguous().median(dim=1).values  # (B, C, H, W)
+    out = background.unsqueeze(1).repeat(1, horizon, 1, 1, 1)  # (B, horizon, C, H, W)
+    pairs = video[:, -2:] if T >= 2 else video[:, -1:]
+    fg = (pairs - background.unsqueeze(1)).abs().amax(dim=2) > threshold  # (B, 2 or 1, H, W)
+    labels = connected_components(fg)
+    yy, xx = torch.meshgrid(torch.arange(H, device=video.device), torch.arange(W, device=video.device), indexing="ij")
+    steps = torch.arange(1, horizon + 1, device=video.device, dtype=torch.float64)
+    for b in range(B):
+        last = labels[b, -1]
+        n_last = int(last.max())
+        if n_last == 0:
+            continue
+        prev_centroids = _centroids(labels[b, 0], yy, xx) if T >= 2 else _centroids(torch.zeros_like(last), yy, xx)
+        frame = video[b, -1].permute(1, 2, 0)  # (H, W, C)
+        target = out[b].permute(0, 2, 3, 1)  # (horizon, H, W, C), a view of out
+        for k, c in enumerate(_centroids(last, yy, xx)):
+            if len(prev_centroids):
+                d = c - prev_centroids[(prev_centroids - c).pow(2).sum(1).argmin()]
+            else:
+                d = torch.zeros_like(c)
+            ys, xs = (last == k + 1).nonzero(as_tuple=True)
+            shift = torch.round(steps[:, None] * d).long()  # (horizon, 2)
+            ny, nx = ys[None] + shift[:, :1], xs[None] + shift[:, 1:]  # (horizon, n)
+            keep = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+            hh = torch.arange(horizon, device=video.device)[:, None].expand_as(ny)
+            target[hh[keep], ny[keep], nx[keep]] = frame[ys, xs].repeat(horizon, 1)[keep.flatten()]
+    return out if context.ndim == 5 else out[0]
+
+
+def _centroids(labels: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+    """``(n, 2)`` float64 (y, x) centroids of the components 1..n of one label image ``(H, W)``."""
+    n = int(labels.max())
+    flat = labels.flatten()
+    zeros = torch.zeros(n + 1, dtype=torch.float64, device=labels.device)
+    counts = zeros.index_add(0, flat, torch.ones_like(flat, dtype=torch.float64))
+    sy = zeros.index_add(0, flat, yy.flatten().double())
+    sx = zeros.index_add(0, flat, xx.flatten().double())
+    return torch.stack([sy, sx], 1)[1:] / counts[1:, None]
 
 
 def evaluate_forecast(
@@ -318,7 +420,8 @@ def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor
     """Score a forecast and the baselines on the same held-out frames.
 
     ``pred``/``target`` ``(B, H, C, h, w)``, ``context`` ``(B, T_ctx, C, h, w)``; returns
-    ``{"model", "copy_last", "linear", "background"}`` -> :func:`evaluate_forecast` dicts.
+    ``{"model", "copy_last", "linear", "background", "constant_velocity"}`` -> :func:`evaluate_forecast`
+    dicts.
     """
     h = target.shape[1]
     rows = {
@@ -326,6 +429,7 @@ def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor
         "copy_last": copy_last(context, h),
         "linear": linear_extrapolation(context, h),
         "background": static_background(context, h),
+        "constant_velocity": constant_velocity(context, h),
     }
     return {name: evaluate_forecast(p, target, context=context) for name, p in rows.items()}
 
@@ -395,3 +499,47 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> torch.Tens
     eig = torch.linalg.eigvalsh((middle + middle.T) / 2)
     tr_sqrt = eig.clamp_min(0).sqrt().sum()
     return (mu_a - mu_b).pow(2).sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2 * tr_sqrt
+
+# ---------------------------------------------------------------------------------------------------------
+# Segmentation (DAVIS-style J and F; derived in notebooks/07, §5)
+
+
+def region_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """J: mean over frames of |pred ∩ target| / |pred ∪ target|, bool masks ``(M, H, W)`` (empty ∪ -> 1)."""
+    _check_pair(pred, target)
+    p, t = pred.bool().flatten(1), target.bool().flatten(1)
+    inter, union = (p & t).sum(1).float(), (p | t).sum(1).float()
+    return float(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).mean())
+
+
+def mask_boundary(mask: torch.Tensor) -> torch.Tensor:
+    """Boundary pixels of bool masks ``(M, H, W)``: foreground with a neighbour outside (or on the border)."""
+    m = mask.bool().float()[:, None]
+    eroded = -F.max_pool2d(-F.pad(m, (1, 1, 1, 1), value=0.0), 3, stride=1)
+    return (m.bool() & ~eroded.bool())[:, 0]
+
+
+def boundary_f(pred: torch.Tensor, target: torch.Tensor, tolerance: int = 1) -> float:
+    """F: boundary F-measure (DAVIS style) for bool masks ``(M, H, W)``, averaged over frames.
+
+    A predicted boundary pixel is correct if a true boundary pixel lies within ``tolerance`` pixels
+    (Chebyshev distance), and vice versa for recall; F = 2PR / (P + R). Frames where both boundaries are
+    empty score 1; where only one is, 0.
+    """
+    _check_pair(pred, target)
+    bp, bt = mask_boundary(pred), mask_boundary(target)
+    k = 2 * tolerance + 1
+
+    def dilate(b: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(b.float()[:, None], k, stride=1, padding=tolerance)[:, 0].bool()
+
+    np_, nt = bp.flatten(1).sum(1).float(), bt.flatten(1).sum(1).float()
+    prec = (bp & dilate(bt)).flatten(1).sum(1) / np_.clamp_min(1)
+    rec = (bt & dilate(bp)).flatten(1).sum(1) / nt.clamp_min(1)
+    f = 2 * prec * rec / (prec + rec).clamp_min(1e-12)
+    f = torch.where(
+        (np_ == 0) & (nt == 0),
+        torch.ones_like(f),
+        torch.where((np_ == 0) | (nt == 0), torch.zeros_like(f), f),
+    )
+    return float(f.mean())

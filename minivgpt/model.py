@@ -1,5 +1,7 @@
 """VideoGPT: a pre-norm transformer over the interleaved noisy/clean clip sequence.
 
+Derived in notebooks/04 (§2 configuration and model; the generation API and its cache in notebooks/05, §4).
+
 Read top to bottom: positions (3-D RoPE), timestep embedding, attention, block, then the model with its
 training ``forward`` and the generation API ``prefill / denoise / append`` that reads an exact KV cache.
 
@@ -7,10 +9,12 @@ training ``forward`` and the generation API ``prefill / denoise / append`` that 
 - Conditioning: every clip copy (a *segment* of F*N tokens) gets a vector ``c = emb(t) + emb(condition)``
   that modulates every block (adaLN-Zero, as in DiT). Noisy copies carry their diffusion time t, clean
   copies their (light) history noise level; a class label or a text embedding is added to every
-  segment, so the whole sequence sees it.
+  segment, so the whole sequence sees it. A boolean ``drop (B,)`` replaces it by the null condition
+  per sample (condition dropout for classifier-free guidance, done here as DiT's ``token_drop``).
 - Positions: rotary embeddings over three axes (absolute frame index, patch row, patch column). The
   noisy and the clean copy of a clip share positions; only relative offsets matter to attention.
-- Attention: the hierarchical mask of :mod:`minivgpt.masks`, run by a backend of
+- Order: the token layouts of :mod:`minivgpt.sequence` (training, history, rollout step).
+- Attention: the hierarchical mask of :mod:`minivgpt.masks` on those layouts, run by a backend of
   :mod:`minivgpt.attention` (dense SDPA, FlexAttention, or the mask-aware CPU path).
 """
 
@@ -28,8 +32,8 @@ from einops import rearrange
 
 from .attention import MaskedAttention
 from .config import ModelConfig
-from .masks import TokenLayout, layout_from_segments, mask_from_layout, rollout_layout, token_layout
-from .sequence import interleave
+from .masks import mask_from_layout
+from .sequence import TokenLayout, history_layout, interleave, rollout_layout, token_layout
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -193,16 +197,29 @@ class VideoGPT(nn.Module):
         return self.grid[0] * self.grid[1]
 
     # ---- the shared core: any layout of segments, optional cached history
-    def _condition(self, cond: torch.Tensor | None) -> torch.Tensor | float:
-        """Labels ``(B,)`` or an embedding ``(B, W)`` -> ``(B, 1, W)`` added to every segment."""
+    def _condition(self, cond: torch.Tensor | None, drop: torch.Tensor | None = None) -> torch.Tensor | float:
+        """Labels ``(B,)`` or an embedding ``(B, W)`` -> ``(B, 1, W)`` added to every segment.
+
+        ``drop``: bool ``(B,)``, True where a sample gets the null condition instead (the null class for
+        labels, the zero vector for embeddings): condition dropout in training, the unconditional branch
+        of classifier-free guidance at sampling. Ignored when there is no condition.
+        """
         if cond is None:
             return 0.0
+        if drop is not None and (drop.dtype != torch.bool or drop.shape != cond.shape[:1]):
+            raise ValueError(
+                f"drop must be a bool tensor (B,) = ({cond.shape[0]},), got {drop.dtype} {tuple(drop.shape)}"
+            )
         if cond.dtype in (torch.int32, torch.int64):
             if self.class_emb is None:
                 raise ValueError("class labels given but the model has num_classes=0")
+            if drop is not None:
+                cond = torch.where(drop, self.null_class, cond)
             return self.class_emb(cond)[:, None]
         if cond.shape[-1] != self.cfg.width:
             raise ValueError(f"condition embedding must be (B, {self.cfg.width}), got {tuple(cond.shape)}")
+        if drop is not None:
+            cond = torch.where(drop[:, None], torch.zeros_like(cond), cond)
         return cond[:, None]
 
     def run(
@@ -213,28 +230,39 @@ class VideoGPT(nn.Module):
         attend: Attend,
         cond: torch.Tensor | None = None,
         cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        drop: torch.Tensor | None = None,
+        return_hidden: int | None = None,
+    ) -> tuple:
         """Run the transformer on ``tokens (B, L, D)`` laid out as ``layout``.
 
-        ``t_seg (B, S)`` is the diffusion time of each of the S segments (clip copies) in order. Returns
-        the final hidden states ``(B, S, T, W)`` (S segments of T tokens, before the output head), the
-        per-segment conditioning ``(B, S, W)`` and every layer's new ``(k, v)``.
+        ``t_seg (B, S)`` is the diffusion time of each of the S segments (clip copies) in order; ``cond``
+        and ``drop`` as in :meth:`forward`; ``cache`` holds keys/values prepended at every layer.
+
+        Returns ``(h, c, kvs)``: the final hidden states ``(B, S, T, W)`` (S segments of T tokens, before
+        the output head), the per-segment conditioning ``(B, S, W)`` and every layer's new ``(k, v)``.
+        With ``return_hidden=i`` a fourth item follows: the hidden states ``(B, S, T, W)`` after block i
+        (negative i counts from the last block).
         """
         S = t_seg.shape[-1]
         if len(layout) % S or _num_segments(layout) != S:
             raise ValueError(f"t_seg has {S} entries but the layout has {_num_segments(layout)} equal segments")
+        depth = len(self.blocks)
+        if return_hidden is not None and not -depth <= return_hidden < depth:
+            raise ValueError(f"return_hidden={return_hidden} must name a block in [-{depth}, {depth - 1}]")
         lay = layout.to(tokens.device)
         gh, gw = self.grid
         cos, sin = self.rope(lay.time.float(), (lay.patch // gw).float(), (lay.patch % gw).float())
         x = self.inp(tokens) + self.copy_emb(lay.is_noisy.long())
         x = rearrange(x, "b (s t) w -> b s t w", s=S)
-        c = F.silu(self.t_mlp(timestep_embedding(t_seg.to(tokens.device))) + self._condition(cond))
-        kvs = []
+        c = F.silu(self.t_mlp(timestep_embedding(t_seg.to(tokens.device))) + self._condition(cond, drop))
+        kvs, hidden = [], None
         for i, block in enumerate(self.blocks):
             past = (cache.keys[i], cache.values[i]) if cache is not None else None
             x, kv = block(x, c, cos, sin, attend, past)
             kvs.append(kv)
-        return x, c, kvs
+            if return_hidden is not None and i == return_hidden % depth:
+                hidden = x
+        return (x, c, kvs) if return_hidden is None else (x, c, kvs, hidden)
 
     def head(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Output projection of hidden states ``(B, S, T, W)`` with per-segment ``c (B, S, W)`` -> ``(B, S, T, D)``."""
@@ -255,6 +283,7 @@ class VideoGPT(nn.Module):
         t: torch.Tensor,
         t_clean: torch.Tensor | None = None,
         cond: torch.Tensor | None = None,
+        drop: torch.Tensor | None = None,
         drop_last_clean: bool = True,
     ) -> torch.Tensor:
         """Predict the clean tokens of every noisy clip.
@@ -264,6 +293,7 @@ class VideoGPT(nn.Module):
             t: ``(B, K)`` diffusion time of each noisy clip; t_clean: ``(B, K)`` of the clean copies
                 (default 1 = clean).
             cond: optional labels ``(B,)`` or embedding ``(B, W)``.
+            drop: optional bool ``(B,)``: True replaces that sample's condition by the null condition.
             drop_last_clean: leave out the last clean copy, which nothing reads (the authors' layout).
         Returns:
             ``(B, K, F, N, D)`` clean predictions for the noisy copies.
@@ -282,7 +312,8 @@ class VideoGPT(nn.Module):
         if drop_last_clean:
             seq, t_seg = seq[:, : -Fr * N], t_seg[:, :-1]
         layout = _train_layout(K, Fr, N, drop_last_clean)
-        h, c, _ = self.run(seq, layout, t_seg, self._attention(K, Fr, N, drop_last_clean, seq.device), cond)
+        attend = self._attention(K, Fr, N, drop_last_clean, seq.device)
+        h, c, _ = self.run(seq, layout, t_seg, attend, cond, drop=drop)
         out = self._noisy_out(h, c, layout)
         return rearrange(out, "b (k f n) d -> b k f n d", k=K, f=Fr)
 
@@ -293,27 +324,56 @@ class VideoGPT(nn.Module):
         return _plan(K, Fr, N, drop, backend, str(device))
 
     # ---- generation with an exact KV cache of the clean history
-    def prefill(self, clean: torch.Tensor, cond: torch.Tensor | None = None, t_clean: float = 1.0) -> KVCache:
-        """Cache the keys/values of clean clips ``(B, W, F, N, D)`` (frame-causal among themselves)."""
+    def prefill(
+        self,
+        clean: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        t_clean: float = 1.0,
+        return_hidden: int | None = None,
+    ) -> KVCache | tuple[KVCache, torch.Tensor]:
+        """Cache the keys/values of clean clips ``(B, W, F, N, D)`` (frame-causal among themselves).
+
+        Args:
+            clean: ``(B, W, F, N, D)`` clean clips, laid out as :func:`~minivgpt.sequence.history_layout`.
+            cond: optional labels ``(B,)`` or embedding ``(B, width)``.
+            t_clean: diffusion time of the history (1 = clean).
+            return_hidden: block index i (negative counts from the last block): also return the hidden
+                states after block i, one vector per patch token (features for transfer).
+        Returns:
+            the :class:`KVCache`; with ``return_hidden`` the pair ``(cache, hidden)``, hidden of shape
+            ``(B, W, F, N, width)``.
+        """
         B, Wc, Fr, N, _ = clean.shape
-        layout = layout_from_segments([(k, False) for k in range(Wc)], [Fr] * Wc, N)
+        layout = history_layout(Wc, Fr, N)
         t_seg = torch.full((B, Wc), float(t_clean), device=clean.device)
         attend = sdpa(mask_from_layout(layout).to(clean.device))
-        _, _, kvs = self.run(rearrange(clean, "b k f n d -> b (k f n) d"), layout, t_seg, attend, cond)
-        return KVCache([k for k, _ in kvs], [v for _, v in kvs], Wc, Fr)
+        tokens = rearrange(clean, "b k f n d -> b (k f n) d")
+        _, _, kvs, *hidden = self.run(tokens, layout, t_seg, attend, cond, return_hidden=return_hidden)
+        cache = KVCache([k for k, _ in kvs], [v for _, v in kvs], Wc, Fr)
+        if return_hidden is None:
+            return cache
+        return cache, rearrange(hidden[0], "b k (f n) w -> b k f n w", f=Fr)
 
     def denoise(
-        self, noisy: torch.Tensor, t: torch.Tensor, cache: KVCache | None, cond: torch.Tensor | None = None
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        cache: KVCache | None,
+        cond: torch.Tensor | None = None,
+        drop: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Clean prediction for the next clip ``noisy (B, F, N, D)`` at times ``t (B,)``.
 
-        It attends to the cached clean history and to itself (bidirectionally). ``cache=None`` is the
-        unconditional prediction (no history), used for classifier-free guidance.
+        It attends to the cached clean history and to itself (bidirectionally): the last segment of
+        :func:`~minivgpt.sequence.rollout_layout`, whose row of the mask allows every key, so no mask is
+        needed. ``cache=None`` (no history) with ``drop`` all True (no condition) is the unconditional
+        prediction used for classifier-free guidance.
         """
         B, Fr, N, _ = noisy.shape
         k_idx = cache.num_clips if cache is not None else 0
-        layout = layout_from_segments([(k_idx, True)], [Fr] * (k_idx + 1), N)
-        h, c, _ = self.run(rearrange(noisy, "b f n d -> b (f n) d"), layout, t[:, None], sdpa(), cond, cache)
+        layout = rollout_layout(k_idx, Fr, N)[-Fr * N :]
+        tokens = rearrange(noisy, "b f n d -> b (f n) d")
+        h, c, _ = self.run(tokens, layout, t[:, None], sdpa(), cond, cache, drop=drop)
         return rearrange(self._noisy_out(h, c, layout), "b (f n) d -> b f n d", f=Fr)
 
     def denoise_uncached(
@@ -341,14 +401,16 @@ class VideoGPT(nn.Module):
     def append(
         self, cache: KVCache | None, clean: torch.Tensor, cond: torch.Tensor | None = None, t_clean: float = 1.0
     ) -> KVCache:
-        """Add one clean clip ``(B, F, N, D)`` to the cache (it sees the history and its own earlier frames)."""
+        """Add one clean clip ``(B, F, N, D)`` to the cache (it sees the history and its own earlier frames).
+
+        The new clip is the last segment of :func:`~minivgpt.sequence.history_layout` with one more clip;
+        its queries take their rows of that layout's mask (keys: the cached history, then itself).
+        """
         B, Fr, N, _ = clean.shape
         k_idx = cache.num_clips if cache is not None else 0
-        layout = layout_from_segments([(k_idx, False)], [Fr] * (k_idx + 1), N)
-        frame = layout.frame
-        own = frame[None, :] <= frame[:, None]
-        hist = torch.ones(len(frame), k_idx * Fr * N, dtype=torch.bool)
-        attend = sdpa(torch.cat([hist, own], dim=1).to(clean.device))
+        full = history_layout(k_idx + 1, Fr, N)
+        layout = full[-Fr * N :]
+        attend = sdpa(mask_from_layout(full)[-Fr * N :].to(clean.device))
         t_seg = torch.full((B, 1), float(t_clean), device=clean.device)
         _, _, kvs = self.run(rearrange(clean, "b f n d -> b (f n) d"), layout, t_seg, attend, cond, cache)
         if cache is None:

@@ -6,7 +6,15 @@ processes see the same samples and the same noise per step as one process.
 
 Every step is a pure function of ``(seed, step)``: the batch indices, temporal crops and all diffusion
 noise are drawn from a generator seeded with both. With atomic checkpoints that hold the model, EMA,
-optimizer and step, ``resume=true`` continues exactly where a killed run stopped.
+optimizer and step, ``resume=true`` continues exactly where a killed run stopped. (A wall-clock budget,
+``minutes=``, is the one exception: when it binds, the schedule follows the clock.)
+
+Runs are never mixed or overwritten silently: a fresh run refuses a folder that holds one (``resume=true``
+or ``overwrite=true``), a resume refuses a config that differs in anything but :data:`RESUMABLE_CHANGES`,
+and ``resume=true`` on an empty folder warns and starts at step 0 (so one command serves first start and
+restart of a preemptible job). A NaN/inf loss or gradient norm stops the run before the weights change.
+
+Derived in notebooks/04 (§ training) and notebooks/08 (stages, resume, torchrun).
 """
 
 from __future__ import annotations
@@ -73,10 +81,12 @@ def build_model(cfg: Config, tokenizer: VideoTokenizer) -> VideoGPT:
     return VideoGPT(cfg.model, in_dim=tokenizer.token_dim, grid=tokenizer.grid)
 
 
-def build_dataset(cfg: Config, num_frames: int, seed: int, num_samples: int | None = None):
+def build_dataset(cfg: Config, num_frames: int, seed: int, num_samples: int | None = None, split: str = "all"):
+    """The dataset named by ``cfg.data``. Synthetic sets are split by seed (validation uses another seed);
+    real data (files, digits) by index: ``split="train"`` never holds a ``split="val"`` sample."""
     d = cfg.data
     kw = {"min_balls": d.min_balls, "max_balls": d.max_balls} if d.data == "bouncing_balls" else {}
-    return make_dataset(d.data, num_frames, d.image_size, num_samples or d.num_samples, seed, **kw)
+    return make_dataset(d.data, num_frames, d.image_size, num_samples or d.num_samples, seed, split=split, **kw)
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -178,14 +188,15 @@ def all_finite(module: torch.nn.Module) -> bool:
 # ----------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model, tokenizer, cfg: Config, num_clips: int, frames: int, batches: int = 4, batch_size: int = 16):
-    """Validation loss on held-out synthetic videos (seed + 1) with fixed noise, and the loss of the best
-    constant predictor (the mean clean token of the held-out set), for scale."""
+    """Validation loss on held-out videos (synthetic: seed + 1; real data: the validation split) with fixed
+    noise, and the loss of the best constant predictor (the mean clean token of the held-out set), for scale."""
     device = next(model.parameters()).device
     flow = RectifiedFlow(cfg.diffusion.history_noise, cfg.diffusion.t_sampling, 0.0)
-    data = build_dataset(cfg, num_clips * frames, seed=cfg.train.seed + 1, num_samples=batches * batch_size)
+    n = batches * batch_size
+    data = build_dataset(cfg, num_clips * frames, seed=cfg.train.seed + 1, num_samples=n, split="val")
     losses, xs = [], []
     for b in range(batches):
-        batch = video_batch(data, range(b * batch_size, (b + 1) * batch_size))
+        batch = video_batch(data, [i % len(data) for i in range(b * batch_size, (b + 1) * batch_size)])
         x = tokenizer.encode(batch["video"][:, : num_clips * frames], frames).to(device)
         cond = batch["label"].to(device) if cfg.model.num_classes > 0 else None
         losses.append(flow.loss(model, x, cond, generator=step_generator(cfg.train.seed + 7, b)).item())
@@ -222,7 +233,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     max_frames = max(k * f for k, f, _ in stages)
     torch.manual_seed(t.seed)
 
-    dataset = build_dataset(cfg, max_frames, t.seed)
+    dataset = build_dataset(cfg, max_frames, t.seed, split="train")
     tokenizer = build_tokenizer(cfg, dataset[0]["video"].shape[1]).to(device)
     model = build_model(cfg, tokenizer).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -280,7 +291,11 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
         video, labels, g = sample_batch(dataset, step, t.batch_size, K * Fr, t.seed, shard)
         x_local = tokenizer.encode(video.to(device), Fr)
         rand = {k: v[shard] for k, v in flow.draw((t.batch_size, *x_local.shape[1:]), g).items()}
-        lr = lr_at(step, cfg)
+        lr_step = step
+        if budget_s < math.inf:  # anneal by whichever is further along, steps or the time budget
+            elapsed = _max_over_ranks(time.perf_counter() - t0, world, device)
+            lr_step = max(step, round(min(1.0, elapsed / budget_s) * t.steps))
+        lr = lr_at(lr_step, cfg)
         optim.set_lr(opt, lr)
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
@@ -324,7 +339,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{loss_sum:.4f}", stage=f"{K}x{Fr}")
-        over_budget = _agree(time.perf_counter() - t0 > budget_s, world, device)
+        over_budget = budget_s < math.inf and _max_over_ranks(time.perf_counter() - t0, world, device) > budget_s
         if done % t.ckpt_every == 0 or done == t.steps or done == t.stop_after or over_budget:
             save(done)
         if over_budget and done < t.steps:
@@ -347,13 +362,13 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     return TrainResult(model, ema, tokenizer, cfg, records, out, precision, stopped_by_budget)
 
 
-def _agree(flag: bool, world: int, device: torch.device) -> bool:
-    """True on every rank if it is True on any (so all ranks stop at the same step)."""
+def _max_over_ranks(value: float, world: int, device: torch.device) -> float:
+    """The largest ``value`` over all ranks (so every rank takes the same budget decisions)."""
     if world == 1:
-        return flag
-    buf = torch.tensor([float(flag)], device=device)
+        return value
+    buf = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(buf, op=dist.ReduceOp.MAX)
-    return bool(buf.item())
+    return float(buf.item())
 
 
 def _read_records(path: Path, upto: int) -> list[dict]:

@@ -225,7 +225,7 @@ def plot_mask(
     """Image of a bool attention mask ``(L, L)`` (row = query i, column = key j, filled = may attend).
 
     With ``layout`` (an object with ``clip``, ``frame``, ``is_noisy`` tensors of shape ``(L,)``, e.g.
-    :class:`minivgpt.masks.TokenLayout`), lines separate the noisy/clean copies of clips, thin lines the
+    :class:`minivgpt.sequence.TokenLayout`), lines separate the noisy/clean copies of clips, thin lines the
     frames, and ticks read ``n0 c0 n1 ...`` (noisy/clean copy of clip k). A longer layout is cut to L
     (the mask without the last clean copy).
     """

@@ -25,7 +25,8 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 from . import viz
-from .masks import TokenLayout, hierarchical_mask, token_layout
+from .masks import hierarchical_mask
+from .sequence import TokenLayout, token_layout
 
 __all__ = [
     "MaskExplorer",

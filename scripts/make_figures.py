@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from minivgpt import masks, viz  # noqa: E402
+from minivgpt import masks, sequence, viz  # noqa: E402
 from minivgpt.notebook import ROOT  # noqa: E402
 
 OUT = ROOT / "docs" / "figures"
@@ -27,7 +27,7 @@ OUT = ROOT / "docs" / "figures"
 
 def mask_figure() -> Path:
     K, F, N = 3, 2, 4
-    layout = masks.token_layout(K, F, N)
+    layout = sequence.token_layout(K, F, N)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6), gridspec_kw={"width_ratios": [1.35, 1]})
     viz.plot_mask(
         masks.hierarchical_mask(K, F, N),
@@ -44,7 +44,7 @@ def mask_figure() -> Path:
 
 def sequence_figure() -> Path:
     K, F, N = 4, 2, 4
-    layout = masks.token_layout(K, F, N)
+    layout = sequence.token_layout(K, F, N)
     t = torch.tensor([0.15, 0.8, 0.45, 0.3])
     fig, ax = plt.subplots(figsize=(12, 2.6))
     viz.plot_sequence_strip(

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from minivgpt import masks
-from minivgpt.attention import MaskedAttention, attention_flops, benchmark_attention
+from minivgpt import masks, sequence
+from minivgpt.attention import MaskedAttention
 
 SHAPES = list(itertools.product([1, 2, 3], [1, 2, 3], [1, 4], [False, True]))  # K, F, N, drop_last_clean
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -102,7 +102,7 @@ def test_mask_aware_non_contiguous_inputs():
 def test_mask_aware_unequal_clips_and_extra_dims():
     lengths = [1, 3, 2]
     N = 2
-    lay = masks.token_layout(3, lengths, N)
+    lay = sequence.token_layout(3, lengths, N)
     mask = masks.mask_from_layout(lay)
     q, k, v = (t.unsqueeze(0) for t in _qkv(len(lay), seed=3, requires_grad=False))  # (1, B, H, L, hd)
     out = MaskedAttention(3, lengths, N, backend="mask_aware")(q, k, v)
@@ -163,7 +163,7 @@ def _rollout_mask_by_hand(W, F, N):
 @pytest.mark.parametrize("backend", ["dense", "flex"])
 def test_rollout_layout_matches_hand_written_softmax(backend):
     W, F, N = 2, 2, 3
-    lay = masks.rollout_layout(W, F, N)
+    lay = sequence.rollout_layout(W, F, N)
     mask = _rollout_mask_by_hand(W, F, N)
     q, k, v = _qkv(len(lay), seed=5)
     scores = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
@@ -181,34 +181,10 @@ def test_rollout_layout_matches_hand_written_softmax(backend):
 
 def test_custom_layout_rejected_by_mask_aware_and_wrong_length_rejected():
     with pytest.raises(ValueError, match="custom layout"):
-        MaskedAttention(3, 2, 3, backend="mask_aware", layout=masks.rollout_layout(2, 2, 3))
+        MaskedAttention(3, 2, 3, backend="mask_aware", layout=sequence.rollout_layout(2, 2, 3))
     with pytest.raises(ValueError, match="backend"):
         MaskedAttention(2, 2, 3, backend="sparse")
     att = MaskedAttention(2, 2, 3, backend="mask_aware")
     q, k, v = _qkv(att.seq_len + 1)
     with pytest.raises(ValueError, match="sequence length"):
         att(q, k, v)
-
-
-@pytest.mark.parametrize("K,F,N,drop", [(1, 1, 1, False), (3, 2, 4, False), (4, 3, 2, True), (2, 1, 5, True)])
-def test_attention_flops_counts_allowed_pairs(K, F, N, drop):
-    L = _seq_len(K, F, N, drop)
-    fl = attention_flops(K, F, N, head_dim=16, heads=3, drop_last_clean=drop)
-    mask = masks.hierarchical_mask(K, F, N)[:L, :L]
-    assert fl["seq_len"] == L
-    assert fl["allowed_pairs"] == int(mask.sum())
-    assert fl["dense_pairs"] == L * L
-    assert fl["useful_flops"] == 4 * int(mask.sum()) * 16 * 3
-    assert fl["dense_flops"] == 4 * L * L * 16 * 3
-    assert fl["density"] == pytest.approx(mask.float().mean().item())
-
-
-def test_benchmark_attention_small():
-    res = benchmark_attention(num_clips=2, F=1, N=8, heads=2, head_dim=8, repeats=2)
-    assert set(res) == {"seq_len", "dense_ms", "mask_aware_ms", "flex_ms", "speedup"}
-    assert res["seq_len"] == 32
-    assert res["dense_ms"] > 0 and res["mask_aware_ms"] > 0 and res["speedup"] > 0
-    if _flex_runs_on_cpu() is None:
-        assert res["flex_ms"] is not None and res["flex_ms"] > 0
-    else:
-        assert res["flex_ms"] is None

@@ -3,11 +3,12 @@ import itertools
 import pytest
 import torch
 
-from minivgpt.masks import hierarchical_mask, mask_density, mask_from_layout, rollout_layout, token_layout
+from minivgpt.masks import hierarchical_mask, mask_density, mask_from_layout
+from minivgpt.sequence import history_layout, rollout_layout, token_layout
 
 
 def rule(qc, qf, qn, kc, kf, kn):
-    """The rule of DESIGN.md, written independently, one pair at a time."""
+    """The rule of the hierarchical mask, written independently, one pair at a time."""
     if not qn and not kn:
         return kc < qc or (kc == qc and kf <= qf)
     if qn and not kn:
@@ -36,17 +37,6 @@ def test_mask_entry_by_entry(K, F, N):
         qc, qf, _, qn = ids[i]
         kc, kf, _, kn = ids[j]
         assert bool(m[i, j]) == rule(qc, qf, qn, kc, kf, kn), (ids[i], ids[j])
-
-
-def test_layout_matches_order():
-    lay = token_layout(3, 2, 4)
-    ids = explicit_ids(3, 2, 4)
-    assert lay.clip.tolist() == [i[0] for i in ids]
-    assert lay.frame.tolist() == [i[1] for i in ids]
-    assert lay.patch.tolist() == [i[2] for i in ids]
-    assert lay.is_noisy.tolist() == [i[3] for i in ids]
-    # noisy and clean copies of a clip share positions (absolute frame time)
-    assert lay.time.tolist() == [i[0] * 2 + i[1] for i in ids]
 
 
 def test_invariants():
@@ -83,11 +73,24 @@ def test_variable_clip_lengths():
         assert bool(m[i, j]) == expect
 
 
-def test_rollout_layout():
-    lay = rollout_layout(2, 2, 3)
-    m = mask_from_layout(lay)
-    assert len(lay) == 3 * 2 * 3 and lay.is_noisy[-6:].all() and not lay.is_noisy[:-6].any()
-    assert m[-6:].all(), "the noisy clip sees the whole clean history and itself"
+def test_rollout_mask():
+    W, F, N = 2, 2, 3
+    m = mask_from_layout(rollout_layout(W, F, N))
+    assert m[-F * N :].all(), "the noisy clip sees the whole clean history and itself"
+    assert not m[: -F * N, -F * N :].any(), "a clean history token sees the noisy clip"
+
+
+def test_history_mask_is_the_clean_block_of_the_training_mask():
+    """What prefill/append compute equals what the clean copies compute in training (the cache is exact)."""
+    K, F, N = 3, 2, 2
+    full, lay = hierarchical_mask(K, F, N), token_layout(K, F, N)
+    clean = ~lay.is_noisy
+    hist = mask_from_layout(history_layout(K, F, N))
+    assert torch.equal(hist, full[clean][:, clean])
+    assert not full[clean][:, ~clean].any()
+    # frame-causal: token (clip a, frame f) sees (clip b, frame g) iff b*F + g <= a*F + f
+    t = history_layout(K, F, N).time
+    assert torch.equal(hist, t[None, :] <= t[:, None])
 
 
 def test_density_known_value():

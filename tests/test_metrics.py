@@ -9,7 +9,7 @@ try:  # only the cross-checks need torchmetrics; every other test here runs with
     import torchmetrics.functional.image as tm
 except ImportError:  # pragma: no cover
     tm = None
-needs_torchmetrics = pytest.mark.skipif(tm is None, reason="cross-check against torchmetrics (pip install torchmetrics)")
+needs_torchmetrics = pytest.mark.skipif(tm is None, reason="cross-check against torchmetrics (not installed)")
 
 
 def _rand_video(*shape, seed=0):

@@ -1,7 +1,10 @@
+import math
+
 import pytest
 import torch
 
 from minivgpt.config import ModelConfig
+from minivgpt.masks import hierarchical_mask
 from minivgpt.model import VideoGPT
 
 B, K, F, N, D = 2, 3, 2, 4, 12
@@ -97,14 +100,35 @@ def test_shape_errors_name_expected_shape():
         m(noisy, clean, t[:, :2])
 
 
-@pytest.mark.parametrize("backend", ["mask_aware", "dense"])
-def test_backends_agree_with_gradients(backend):
-    ref = make_model("dense").train()
-    m = make_model(backend).train()
-    m.load_state_dict(ref.state_dict())
+def reference_model():
+    """The model with its attention backend replaced by a masked softmax written out here.
+
+    It shares no code with :mod:`minivgpt.attention`: the mask is the full hierarchical mask, cropped
+    when the last clean copy is dropped, and attention is ``softmax(q k^T / sqrt(d) + mask) v``.
+    """
+    m = make_model("dense")
+
+    def plan(K, Fr, N, drop_last_clean, device):
+        L = (2 * K - drop_last_clean) * Fr * N
+        mask = hierarchical_mask(K, Fr, N)[:L, :L].to(device)
+
+        def attend(q, k, v):
+            scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, float("-inf"))
+            return scores.softmax(dim=-1) @ v
+
+        return attend
+
+    m._attention = plan  # the instance attribute shadows VideoGPT._attention
+    return m
+
+
+@pytest.mark.parametrize("backend", ["dense", "mask_aware"])
+@pytest.mark.parametrize("drop", [True, False])
+def test_backends_agree_with_a_hand_written_attention_with_gradients(backend, drop):
+    ref, m = reference_model().train(), make_model(backend).train()
     noisy, clean, t = inputs()
-    a, b = ref(noisy, clean, t), m(noisy, clean, t)
-    assert torch.allclose(a, b, atol=1e-5)
+    a, b = ref(noisy, clean, t, drop_last_clean=drop), m(noisy, clean, t, drop_last_clean=drop)
+    assert (a - b).abs().max() <= 1e-5
     a.square().sum().backward()
     b.square().sum().backward()
     for (name, p), q in zip(ref.named_parameters(), m.parameters()):
@@ -112,7 +136,51 @@ def test_backends_agree_with_gradients(backend):
 
 
 def test_flex_backend_forward_on_cpu():
-    ref, m = make_model("dense"), make_model("flex")
+    ref, m = reference_model(), make_model("flex")
     noisy, clean, t = inputs()
     with torch.no_grad():
-        assert torch.allclose(ref(noisy, clean, t), m(noisy, clean, t), atol=1e-5)
+        assert (ref(noisy, clean, t) - m(noisy, clean, t)).abs().max() <= 1e-5
+
+
+def test_drop_substitutes_the_null_condition_per_sample():
+    m = make_model(num_classes=4)
+    noisy, clean, t = inputs()
+    labels, drop = torch.tensor([0, 3]), torch.tensor([True, False])
+    out = m(noisy, clean, t, cond=labels, drop=drop)
+    assert torch.equal(out, m(noisy, clean, t, cond=torch.tensor([m.null_class, 3])))
+    assert (out[0] - m(noisy, clean, t, cond=labels)[0]).abs().max() > 0
+    keep_all = torch.zeros(B, dtype=torch.bool)
+    assert torch.equal(m(noisy, clean, t, cond=labels, drop=keep_all), m(noisy, clean, t, cond=labels))
+    # an embedding condition is replaced by the zero vector
+    e = make_model()
+    emb = torch.randn(B, 32)
+    zeroed = emb.clone()
+    zeroed[0] = 0
+    assert torch.equal(e(noisy, clean, t, cond=emb, drop=drop), e(noisy, clean, t, cond=zeroed))
+    assert torch.equal(e(noisy, clean, t, drop=drop), e(noisy, clean, t)), "no condition: nothing to drop"
+    with pytest.raises(ValueError, match="drop must be a bool tensor"):
+        m(noisy, clean, t, cond=labels, drop=torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="drop must be a bool tensor"):
+        m(noisy, clean, t, cond=labels, drop=torch.tensor([True]))
+
+
+def test_prefill_returns_the_hidden_states_of_a_block():
+    m = make_model().train()
+    _, clean, _ = inputs()
+    grabbed = []
+    handle = m.blocks[0].register_forward_hook(lambda mod, inp, out: grabbed.append(out[0]))
+    cache, hidden = m.prefill(clean, return_hidden=0)
+    handle.remove()
+    assert hidden.shape == (B, K, F, N, 32)
+    assert torch.equal(hidden, grabbed[0].reshape(B, K, F, N, 32))
+    ref = m.prefill(clean)
+    for a, b in zip(cache.keys + cache.values, ref.keys + ref.values):
+        assert torch.equal(a, b)
+    _, last = m.prefill(clean, return_hidden=-1)
+    assert torch.equal(last, m.prefill(clean, return_hidden=1)[1])
+    assert not torch.equal(last, hidden)
+    last.square().sum().backward()  # features for fine-tuning: gradients reach the backbone
+    assert m.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    for bad in (2, -3):
+        with pytest.raises(ValueError, match=r"return_hidden=.* must name a block in \[-2, 1\]"):
+            m.prefill(clean, return_hidden=bad)

@@ -46,3 +46,18 @@ def test_seed_repeatable_and_unconditional_start():
     assert torch.equal(a, b) and a.shape == (1, 2, 2, 4, 12)
     assert (run(m, empty, 2, 4, True, seed=4) - a).abs().max() > 0
     assert (run(m, empty, 2, 4, False) - a).abs().max() <= 1e-5
+
+
+def test_unconditional_branch_drops_history_and_condition():
+    """With cfg_scale=0 only the unconditional branch counts: the frames depend on the noise alone."""
+    m = make_model(num_classes=3)
+    ctx = torch.randn(2, 2, 2, 4, 12)
+    a = run(m, ctx, 2, 2, True, cfg_scale=0.0, cond=torch.tensor([0, 2]))
+    b = run(m, torch.randn_like(ctx), 2, 2, False, cfg_scale=0.0, cond=torch.tensor([1, 1]))
+    assert torch.equal(a[:, 2:], b[:, 2:])
+    null = torch.full((2,), m.null_class)
+    alone = run(m, ctx[:, :0], 1, 2, True, cond=null)  # no history, null class, no guidance
+    assert torch.equal(a[:, 2], alone[:, 0])
+    # the conditional branch does read the condition
+    c = run(m, ctx, 2, 2, True, cond=torch.tensor([0, 2]))
+    assert (c[:, 2:] - run(m, ctx, 2, 2, True, cond=torch.tensor([1, 1]))[:, 2:]).abs().max() > 0

@@ -11,7 +11,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from minivgpt import widgets  # noqa: E402
-from minivgpt.masks import hierarchical_mask, token_layout  # noqa: E402
+from minivgpt.masks import hierarchical_mask  # noqa: E402
+from minivgpt.sequence import token_layout  # noqa: E402
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
