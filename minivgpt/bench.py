@@ -43,8 +43,9 @@ import torch
 
 from .attention import MaskedAttention
 from .checkpoint import atomic_write
-from .config import ModelConfig, dataclass_from_params, parse_cli
+from .config import AT_LEAST_1, ModelConfig, check_ranges, dataclass_from_params, parse_cli
 from .diffusion import RectifiedFlow
+from .hardware import resolve_device
 from .model import VideoGPT
 from .rollout import rollout
 
@@ -415,15 +416,13 @@ def bench_config(params: dict[str, Any] | None = None) -> BenchConfig:
     params = dict(params or {})
     quick = dataclass_from_params(BenchConfig, {"quick": params.get("quick", False)}).quick
     cfg = dataclass_from_params(BenchConfig, params, base=QUICK if quick else None)
-    for name in ("repeats", "clips", "frames_per_clip", "tokens_per_frame", "width", "depth", "heads", "batch_size"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"parameter {name}={getattr(cfg, name)} must be >= 1")
+    names = ("repeats", "clips", "frames_per_clip", "tokens_per_frame", "width", "depth", "heads", "batch_size")
+    check_ranges(asdict(cfg), {name: AT_LEAST_1 for name in names})
     if cfg.width % cfg.heads:
         raise ValueError(f"width={cfg.width} must be a multiple of heads={cfg.heads}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"parameter device={cfg.device!r}: expected auto, cpu or cuda")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"parameter device={cfg.device!r}: no CUDA device here; use device=cpu or auto")
+    resolve_device(cfg.device)  # a clear error for cuda without a GPU
     return cfg
 
 
@@ -432,8 +431,7 @@ def run_all(device: str = "auto", **params: Any) -> dict:
     cfg = bench_config({"device": device, **params})
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(auto if cfg.device == "auto" else cfg.device)
+    dev = resolve_device(cfg.device)
     name = (
         torch.cuda.get_device_name(dev)
         if dev.type == "cuda"

@@ -4,6 +4,8 @@
 bench JSON, GIFs): a temporary file in the same folder, flushed to disk, renamed onto the target, and the
 folder synced, so a crash at any moment leaves either the old file or the new one, never half of one.
 ``save`` also keeps the previous good checkpoint as ``prev.pt`` beside ``last.pt``.
+
+Derived in notebooks/08 (§ resume after a kill).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Shapes used throughout the library:
 
 Every function here is an exact, lossless reshape (einops), so ``clips_to_video(video_to_clips(v, F))``
 and ``unpatchify(patchify(x, p), p, H, W)`` give back their input bit for bit.
+
+Derived in notebooks/01 (§ clips and patch tokens).
 """
 
 from __future__ import annotations

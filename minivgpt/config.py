@@ -3,6 +3,8 @@
 One flat namespace: every field of every dataclass is a parameter of ``python -m minivgpt.train`` and of
 the ``parameters`` cell of notebook 08 (``papermill -p name value``). Unknown names are rejected with the
 closest valid name in the message.
+
+Derived in notebooks/08 (§ parameters) and used by every job; the design is in docs/design.md.
 """
 
 from __future__ import annotations
@@ -215,7 +217,22 @@ def parse_stages(spec: str, default_clips: int, default_frames: int, total_steps
     return stages
 
 
-# (section, key) -> (test, valid range as words); every numeric setting is checked before anything runs
+AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+POSITIVE = (lambda v: v > 0, "> 0")
+
+
+def check_ranges(values: dict[str, Any], ranges: dict[str, tuple[Any, str]]) -> None:
+    """Raise ``ValueError`` naming the key, the value and the valid range for the first value out of range.
+
+    ``ranges`` maps a key to ``(test, valid range in words)``, e.g. ``{"steps": NON_NEGATIVE}``.
+    """
+    for key, (ok, valid) in ranges.items():
+        if not ok(values[key]):
+            raise ValueError(f"parameter {key}={values[key]!r} is out of range: must be {valid}")
+
+
+# key -> (test, valid range in words); every numeric setting of training is checked before anything runs
 _RANGES: dict[str, tuple[Any, str]] = {
     "image_size": (lambda v: v >= 1, ">= 1"),
     "num_samples": (lambda v: v >= 1, ">= 1"),
@@ -261,9 +278,7 @@ _CHOICES = {
 def validate(cfg: Config) -> None:
     """Reject settings that cannot work with a message naming the key, the value and what is valid."""
     params = cfg.to_params()
-    for key, (ok, valid) in _RANGES.items():
-        if not ok(params[key]):
-            raise ValueError(f"parameter {key}={params[key]!r} is out of range: must be {valid}")
+    check_ranges(params, _RANGES)
     for key, choices in _CHOICES.items():
         if params[key] not in choices:
             raise ValueError(f"parameter {key}={params[key]!r}: choose one of {', '.join(choices)}")

@@ -1,4 +1,5 @@
-"""Which number format to train in: bf16 autocast where it is faster, fp32 where it is not.
+"""Choices about the machine: which device (:func:`resolve_device`) and which number format to train in
+(:func:`resolve_amp`: bf16 autocast where it is faster, fp32 where it is not).
 
 On CUDA bf16 autocast is always faster. On a CPU it depends on the chip: one with AVX512-BF16 or AMX
 units runs bf16 matmuls about as fast as fp32 or faster, while an AVX2-only CPU (most laptops) emulates
@@ -12,12 +13,25 @@ Derived in notebooks/04 (§ training loop).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import warnings
 from functools import cache
 
 import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> this rank's GPU if there is one (``LOCAL_RANK`` under torchrun), else the CPU;
+    ``cuda`` without a GPU is an error that names the fix."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"parameter device={name!r}, but this machine has no usable CUDA GPU: use device=cpu or auto")
+    return torch.device(name)
 
 
 @cache

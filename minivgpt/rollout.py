@@ -13,6 +13,8 @@ every remaining clip shifts down by one position, and the cache is rebuilt from 
 (``prefill``): the keys of clean clip j at deeper layers depend on every clean clip before it, so simply
 dropping the oldest entries from the cache would not equal a recomputation. ``use_cache=False``
 recomputes the whole window at every Euler step (the authors' public code) and gives the same frames.
+
+Derived in notebooks/05 (§ rollout, § the KV cache); the paper's inference is docs/paper.md §4.
 """
 
 from __future__ import annotations

@@ -36,8 +36,9 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from . import checkpoint, optim
-from .config import dataclass_from_params, parse_cli
+from .config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_ranges, dataclass_from_params, parse_cli
 from .data import make_dataset
+from .hardware import resolve_device
 
 KIND = "simvp"
 
@@ -80,15 +81,13 @@ def simvp_config(params: dict[str, Any] | None = None) -> SimVPConfig:
     """A :class:`SimVPConfig` from flat parameters (``key=value`` strings or values); unknown names are
     rejected with the closest valid one, values are converted and range-checked."""
     cfg = dataclass_from_params(SimVPConfig, params)
-    for name in ("context", "predict", "hid_s", "hid_t", "n_t", "batch_size", "image_size", "log_every", "ckpt_every"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"parameter {name}={getattr(cfg, name)} must be >= 1")
+    names = ("context", "predict", "hid_s", "hid_t", "n_t", "batch_size", "image_size", "log_every", "ckpt_every")
+    ranges = {name: AT_LEAST_1 for name in names}
+    check_ranges(cfg.to_params(), {**ranges, "steps": NON_NEGATIVE, "minutes": NON_NEGATIVE, "lr": POSITIVE})
     if cfg.image_size % 4:
         raise ValueError(f"parameter image_size={cfg.image_size} must be divisible by 4 (the encoder downsamples 4x)")
     if cfg.hid_s % 4 or cfg.hid_t % 8:
         raise ValueError(f"hid_s={cfg.hid_s} must be divisible by 4 and hid_t={cfg.hid_t} by 8 (group norm)")
-    if cfg.steps < 0 or cfg.minutes < 0 or not cfg.lr > 0:
-        raise ValueError(f"need steps >= 0, minutes >= 0 and lr > 0; got {cfg.steps}, {cfg.minutes}, {cfg.lr}")
     return cfg
 
 
@@ -167,14 +166,6 @@ def predict(model: SimVP, context: torch.Tensor, horizon: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------- training
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"parameter device={name!r}, but this machine has no usable CUDA GPU: use device=cpu or auto")
-    return torch.device(name)
-
-
 def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: Any) -> tuple[SimVP, list[dict]]:
     """Train a :class:`SimVP` on ``cfg.data`` (the training split of real data); returns the model (eval mode)
     and the logged records. Writes ``out/last.pt`` and ``out/metrics.jsonl``."""
@@ -184,7 +175,7 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
     cfg = simvp_config({**params, **overrides})
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     if (out / "last.pt").exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} already holds a run (last.pt): replace it with overwrite=true or another out=")

@@ -2,6 +2,8 @@
 
 ``encode``: video ``(B, T, C, H, W)`` -> clips -> latents ``(B, K, F, c, h, w)`` -> tokens ``(B, K, F, N, D)``.
 ``decode`` is the inverse (exact for the identity autoencoder).
+
+Derived in notebooks/01 (§ tokens).
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ from .autoencoder import IdentityAutoencoder, load_autoencoder
 from .config import Config, from_params, parse_cli, parse_stages, valid_keys
 from .data import make_dataset, video_batch
 from .diffusion import RectifiedFlow
+from .hardware import resolve_amp, resolve_device
 from .model import VideoGPT
-from .precision import resolve_amp
 from .tokenizer import VideoTokenizer
 
 
@@ -140,17 +140,6 @@ def dist_info() -> tuple[int, int]:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> this rank's GPU if there is one, else the CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"parameter device={name!r}, but this machine has no usable CUDA GPU: use device=cpu or auto")
-    return torch.device(name)
 
 
 def prepare_out(out: Path, resume: bool, overwrite: bool, delete: bool = True) -> None:

@@ -5,6 +5,8 @@ Videos are tensors in [-1, 1]: a frame ``(C, H, W)``, a video ``(T, C, H, W)`` (
 accepted where one video is expected), clips ``(K, F, C, H, W)``. 1-channel frames are drawn in grayscale.
 Plotting functions draw into ``ax`` (a new figure when None) and return the Axes; ``save_gif`` returns the
 path. The backend is left to the caller (tests use Agg; notebooks use inline).
+
+Used by every notebook (notebooks/01-08) and by scripts/make_figures.py.
 """
 
 from __future__ import annotations

@@ -147,18 +147,18 @@ def test_time_budget_stops_saves_and_records(tmp_path):
 
 
 def test_amp_auto_uses_fp32_where_bf16_measures_slower(tmp_path, monkeypatch):
-    from minivgpt import precision
+    from minivgpt import hardware
 
-    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda *a, **k: 0.05)  # an AVX2-only CPU
+    monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda *a, **k: 0.05)  # an AVX2-only CPU
     assert train(TINY, steps=1, out=str(tmp_path / "a"), amp="auto").precision == "fp32"
     with pytest.warns(UserWarning, match="amp=bf16 is 20.0x slower than fp32"):
         assert train(TINY, steps=1, out=str(tmp_path / "b"), amp="bf16").precision == "bf16"
-    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda *a, **k: 2.0)  # a CPU with bf16 units
+    monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda *a, **k: 2.0)  # a CPU with bf16 units
     assert train(TINY, steps=1, out=str(tmp_path / "c"), amp="auto").precision == "bf16"
 
 
 def test_cpu_bf16_speedup_is_measured_and_cached():
-    from minivgpt.precision import cpu_bf16_speedup
+    from minivgpt.hardware import cpu_bf16_speedup
 
     first = cpu_bf16_speedup(1)
     assert 0 < first < 100 and cpu_bf16_speedup(1) == first
