@@ -45,7 +45,7 @@ from .attention import MaskedAttention
 from .checkpoint import atomic_write
 from .config import AT_LEAST_1, ModelConfig, check_ranges, dataclass_from_params, parse_cli
 from .diffusion import RectifiedFlow
-from .hardware import resolve_device
+from .hardware import resolve_device, set_threads
 from .model import VideoGPT
 from .rollout import rollout
 
@@ -393,7 +393,7 @@ def bench_rollout(
 @dataclass
 class BenchConfig:
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
+    threads: int = 0  # CPU threads; 0 = measured at start-up (hardware.set_threads)
     quick: bool = False  # tiny sizes (a smoke test, not a measurement); explicit keys still win
     json: str = ""  # also write the results to this JSON file
     repeats: int = 5  # timed rounds of every benchmark (after warm-up)
@@ -429,8 +429,7 @@ def bench_config(params: dict[str, Any] | None = None) -> BenchConfig:
 def run_all(device: str = "auto", **params: Any) -> dict:
     """Every benchmark with the parameters of :class:`BenchConfig`; returns the result dict."""
     cfg = bench_config({"device": device, **params})
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     dev = resolve_device(cfg.device)
     name = (
         torch.cuda.get_device_name(dev)

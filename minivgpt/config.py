@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import random
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
@@ -54,6 +55,7 @@ class TrainConfig:
     batch_size: int = 16  # global batch: under torchrun every rank takes batch_size / world_size
     grad_accum: int = 1
     stages: str = ""  # "KxF:steps,..." e.g. "1x1:500,4x2:1000"; empty -> one stage `clips`x`frames_per_clip`
+    #                   "T/A-B:steps": T frames cut at random into clips of A..B frames, e.g. "16x1:500,16/1-4:*"
     clips: int = 4
     frames_per_clip: int = 2
     drop_last_clean: bool = True
@@ -75,9 +77,10 @@ class TrainConfig:
     # along, and training stops at the budget, saves and records it (not bitwise repeatable when it binds)
     stop_after: int = 0  # end this invocation after this many steps in all (0 = run to `steps`); resume later
     log_every: int = 10
+    eval_every: int = 0  # log the history diagnostic (minivgpt.diagnostics) every this many steps; 0 = off
     ckpt_every: int = 200
     progress: bool = True
-    threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
+    threads: int = 0  # CPU threads; 0 = measured at start-up (1 or torch's default, whichever is faster)
 
 
 @dataclass
@@ -190,31 +193,99 @@ def parse_cli(argv: list[str]) -> dict[str, str]:
     return out
 
 
-def parse_stages(spec: str, default_clips: int, default_frames: int, total_steps: int) -> list[tuple[int, int, int]]:
-    """Parse progressive stages ``"KxF:steps,KxF:steps"`` into ``[(K, F, steps), ...]``.
+@dataclass(frozen=True)
+class RandomCut:
+    """A stage's random clip cut: videos of ``frames`` frames cut into clips of ``lo``..``hi`` frames each,
+    a new cut (and so a new number of clips) at every step, as in the paper's stages 2-4.
+
+    Written ``T/A-B`` in ``stages=`` (e.g. ``16/1-4``).
+    """
+
+    frames: int
+    lo: int
+    hi: int
+
+    @property
+    def max_clips(self) -> int:
+        """The most clips a cut can have (every clip as short as allowed)."""
+        return self.frames // self.lo
+
+    def feasible(self, frames: int) -> bool:
+        """Whether ``frames`` frames can be cut into clips of ``lo``..``hi`` frames (0 frames: the empty cut)."""
+        return -(-frames // self.hi) <= frames // self.lo
+
+    def draw(self, rng: random.Random) -> tuple[int, ...]:
+        """One cut, the frames of each clip in order (they sum to ``frames``), drawn from ``rng``.
+
+        Clip by clip, the length is uniform among those that leave a remainder that can still be cut.
+        """
+        lengths, left = [], self.frames
+        while left:
+            choices = [f for f in range(self.lo, min(self.hi, left) + 1) if self.feasible(left - f)]
+            lengths.append(rng.choice(choices))
+            left -= lengths[-1]
+        return tuple(lengths)
+
+
+def parse_stages(
+    spec: str, default_clips: int, default_frames: int, total_steps: int
+) -> list[tuple[int, int | RandomCut, int]]:
+    """Parse progressive stages ``"KxF:steps,..."`` into ``[(K, F, steps), ...]``.
 
     Each stage trains on videos of K clips of F frames for the given number of steps, short to long;
     an empty spec is one stage ``(default_clips, default_frames, total_steps)``. The steps of the last
     stage may be written ``*`` to fill up to ``total_steps``.
+
+    A stage ``T/A-B:steps`` cuts videos of T frames into clips of random, unequal lengths between A and
+    B frames, a new cut every step (the paper's stages 2-4); it parses to ``(K_max, RandomCut(T, A, B),
+    steps)`` with K_max = T // A the most clips a cut can have. Examples::
+
+        "4x2:1000"              4 clips of 2 frames for 1000 steps
+        "16x1:500,4x4:*"        16 one-frame clips, then 4 clips of 4 frames for the remaining steps
+        "16x1:500,16/1-4:*"     the paper's schedule in small: 16 one-frame clips, then 16 frames cut at
+                                random into clips of 1 to 4 frames (e.g. 3+1+4+2+2+4)
+        "8x2:300,24/2-6:*"      then 24 frames in clips of 2 to 6 frames
     """
     if not spec.strip():
         return [(default_clips, default_frames, total_steps)]
-    stages = []
+    usage = "expected KxF:steps (e.g. 4x2:1000) or T/A-B:steps (e.g. 16/1-4:1000)"
+    stages: list[tuple[int, int | RandomCut, int]] = []
     for part in spec.split(","):
         try:
             shape, n = part.strip().split(":")
-            k, f = shape.lower().split("x")
-            stages.append((int(k), int(f), -1 if n.strip() == "*" else int(n)))
-        except ValueError:
-            raise ValueError(f"bad stage {part!r} in stages={spec!r}: expected KxF:steps, e.g. 4x2:1000") from None
+            steps = -1 if n.strip() == "*" else int(n)
+            if "/" in shape:
+                total, span = shape.split("/")
+                lo, hi = span.split("-")
+                cut = RandomCut(int(total), int(lo), int(hi))
+                if not 1 <= cut.lo <= cut.hi <= cut.frames:
+                    raise ValueError(f"bad stage {part!r} in stages={spec!r}: T/A-B needs 1 <= A <= B <= T")
+                if not cut.feasible(cut.frames):
+                    raise ValueError(
+                        f"bad stage {part!r} in stages={spec!r}: {cut.frames} frames cannot be cut into clips "
+                        f"of {cut.lo}-{cut.hi} frames; widen the range"
+                    )
+                stages.append((cut.max_clips, cut, steps))
+            else:
+                k, f = shape.lower().split("x")
+                stages.append((int(k), int(f), steps))
+        except ValueError as e:
+            if str(e).startswith("bad stage"):
+                raise
+            raise ValueError(f"bad stage {part!r} in stages={spec!r}: {usage}") from None
     if any(s[2] == -1 for s in stages[:-1]):
         raise ValueError(f"stages={spec!r}: only the last stage may use '*' for its steps")
     if stages[-1][2] == -1:
         rest = total_steps - sum(s[2] for s in stages[:-1])
         stages[-1] = (stages[-1][0], stages[-1][1], max(rest, 0))
-    if any(k < 1 or f < 1 or n < 0 for k, f, n in stages):
+    if any(k < 1 or (isinstance(f, int) and f < 1) or n < 0 for k, f, n in stages):
         raise ValueError(f"stages={spec!r}: clips, frames and steps must be positive")
     return stages
+
+
+def stage_frames(clips: int, frames: int | RandomCut) -> int:
+    """Frames of a video of one stage: K * F, or T for a random cut."""
+    return frames.frames if isinstance(frames, RandomCut) else clips * frames
 
 
 AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
@@ -264,8 +335,9 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "ema_decay": (lambda v: 0.0 <= v < 1.0, "[0, 1) (0 = no averaging)"),
     "stop_after": (lambda v: v >= 0, ">= 0 (0 = run to steps)"),
     "log_every": (lambda v: v >= 1, ">= 1"),
+    "eval_every": (lambda v: v >= 0, ">= 0 (0 = no history diagnostic)"),
     "ckpt_every": (lambda v: v >= 1, ">= 1"),
-    "threads": (lambda v: v >= 0, ">= 0 (0 = torch's default)"),
+    "threads": (lambda v: v >= 0, ">= 0 (0 = measured)"),
     "minutes": (lambda v: v >= 0, ">= 0 (0 = no time budget)"),
 }
 _CHOICES = {

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, metrics
 from .config import dataclass_from_params, parse_cli
 from .data import SPLITS, make_dataset, video_batch
+from .hardware import set_threads
 
 METRICS = ("mse", "mae", "ssim", "psnr")
 CONVENTION = (
@@ -205,8 +206,7 @@ def evaluate_run(
         )
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     t0 = time.perf_counter()
     model = Forecaster(run, device, context, predict, steps)
     spec = data or model.data

@@ -1,5 +1,11 @@
-"""Choices about the machine: which device (:func:`resolve_device`) and which number format to train in
-(:func:`resolve_amp`: bf16 autocast where it is faster, fp32 where it is not).
+"""Choices about the machine: which device (:func:`resolve_device`), how many CPU threads
+(:func:`set_threads`) and which number format to train in (:func:`resolve_amp`: bf16 autocast where it is
+faster, fp32 where it is not).
+
+Threads: on a 2-core machine that something else keeps busy, 2 OpenMP threads can run a training step
+5x slower than 1 thread (each parallel region waits for the thread that lost its core), while on an idle
+machine 2 threads are faster. ``threads=0`` therefore measures a small attention + MLP step with 1 thread
+and with torch's default count at start-up and keeps the faster (cached for the process).
 
 On CUDA bf16 autocast is always faster. On a CPU it depends on the chip: one with AVX512-BF16 or AMX
 units runs bf16 matmuls about as fast as fp32 or faster, while an AVX2-only CPU (most laptops) emulates
@@ -34,9 +40,58 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _probe_step() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(128, 512), torch.nn.GELU(), torch.nn.Linear(512, 128))
+        return net, torch.randn(512, 128), torch.randn(2, 4, 256, 32)
+
+
+def _time_step(net: torch.nn.Module, x: torch.Tensor, qkv: torch.Tensor, bf16: bool = False) -> float:
+    """One forward+backward of an MLP and a small attention, in seconds."""
+    t0 = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = net(x)
+        a = torch.nn.functional.scaled_dot_product_attention(qkv, qkv, qkv.requires_grad_())
+    (y.float().square().mean() + a.float().square().mean()).backward()
+    qkv.grad = None
+    return time.perf_counter() - t0
+
+
+@cache
+def measured_threads(repeats: int = 5) -> int:
+    """1 or torch's default thread count, whichever runs the probe step faster here (median, interleaved)."""
+    default = torch.get_num_threads()
+    if default <= 1:
+        return default
+    net, x, qkv = _probe_step()
+    times: dict[int, list[float]] = {1: [], default: []}
+    try:
+        for n in times:  # warm up both
+            torch.set_num_threads(n)
+            _time_step(net, x, qkv)
+        for _ in range(repeats):
+            for n in times:
+                torch.set_num_threads(n)
+                times[n].append(_time_step(net, x, qkv))
+    finally:
+        torch.set_num_threads(default)
+    return min(times, key=lambda n: statistics.median(times[n]))
+
+
+def set_threads(threads: int) -> int:
+    """Set torch's CPU thread count: ``threads > 0`` as given, ``0`` measured (:func:`measured_threads`).
+    Returns the count in use."""
+    if threads < 0:
+        raise ValueError(f"parameter threads={threads} is out of range: must be >= 0 (0 = measured)")
+    torch.set_num_threads(threads if threads > 0 else measured_threads())
+    return torch.get_num_threads()
+
+
 @cache
 def cpu_bf16_speedup(threads: int | None = None, repeats: int = 5) -> float:
-    """fp32 time / bf16-autocast time of an MLP forward+backward on this CPU (> 1: bf16 is faster).
+    """fp32 time / bf16-autocast time of the probe step (MLP + attention, forward+backward) on this CPU
+    (> 1: bf16 is faster).
 
     Cached per thread count for the life of the process. ``threads`` defaults to torch's current count.
     """
@@ -44,23 +99,12 @@ def cpu_bf16_speedup(threads: int | None = None, repeats: int = 5) -> float:
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            net = torch.nn.Sequential(torch.nn.Linear(128, 512), torch.nn.GELU(), torch.nn.Linear(512, 128))
-            x = torch.randn(512, 128)
-
-        def step(bf16: bool) -> float:
-            t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                y = net(x)
-            y.float().square().mean().backward()
-            return time.perf_counter() - t0
-
-        step(False), step(True)  # warm up both paths
+        net, x, qkv = _probe_step()
+        _time_step(net, x, qkv, False), _time_step(net, x, qkv, True)  # warm up both paths
         times: dict[bool, list[float]] = {False: [], True: []}
         for _ in range(repeats):  # interleaved, so a burst of load hits both formats alike
             for bf16 in (False, True):
-                times[bf16].append(step(bf16))
+                times[bf16].append(_time_step(net, x, qkv, bf16))
         return statistics.median(times[False]) / statistics.median(times[True])
     finally:
         torch.set_num_threads(old)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, optim
 from .config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_ranges, dataclass_from_params, parse_cli
 from .data import make_dataset
-from .hardware import resolve_device
+from .hardware import resolve_device, set_threads
 
 KIND = "simvp"
 
@@ -67,7 +67,7 @@ class SimVPConfig:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
+    threads: int = 0  # CPU threads; 0 = measured at start-up (hardware.set_threads)
     log_every: int = 10
     ckpt_every: int = 200
     progress: bool = True
@@ -173,8 +173,7 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
 
     params = cfg.to_params() if isinstance(cfg, SimVPConfig) else dict(cfg or {})
     cfg = simvp_config({**params, **overrides})
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     if (out / "last.pt").exists() and not cfg.overwrite:

@@ -24,6 +24,7 @@ import copy
 import json
 import math
 import os
+import random
 import sys
 import time
 import warnings
@@ -37,10 +38,11 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, optim
 from .autoencoder import IdentityAutoencoder, load_autoencoder
-from .config import Config, from_params, parse_cli, parse_stages, valid_keys
+from .config import Config, RandomCut, from_params, parse_cli, parse_stages, stage_frames, valid_keys
 from .data import make_dataset, video_batch
+from .diagnostics import history_gain
 from .diffusion import RectifiedFlow
-from .hardware import resolve_amp, resolve_device
+from .hardware import resolve_amp, resolve_device, set_threads
 from .model import VideoGPT
 from .tokenizer import VideoTokenizer
 
@@ -53,7 +55,7 @@ class NonFiniteLoss(RuntimeError):
 # settings that may change when a run is resumed; any other difference is refused (it would mix two runs)
 RESUMABLE_CHANGES = frozenset(
     {"steps", "stop_after", "log_every", "ckpt_every", "progress", "threads", "device", "resume", "overwrite",
-     "out", "minutes"}
+     "out", "minutes", "eval_every"}
 )
 
 
@@ -67,6 +69,7 @@ class TrainResult:
     out: Path | None = None
     precision: str = "fp32"  # what amp resolved to: "bf16" (autocast) or "fp32"
     stopped_by_budget: bool = False  # training ended early at the `minutes` budget
+    history: list[dict] = field(default_factory=list)  # history diagnostics (eval_every), "type": "history"
 
 
 # ----------------------------------------------------------------------------------------- building
@@ -101,8 +104,9 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p, 1 - decay)
 
 
-def stage_at(step: int, stages: list[tuple[int, int, int]]) -> tuple[int, int, int]:
-    """``(stage index, K, F)`` of the progressive schedule at ``step``."""
+def stage_at(step: int, stages: list[tuple[int, int | RandomCut, int]]) -> tuple[int, int, int | RandomCut]:
+    """``(stage index, K, F)`` of the progressive schedule at ``step`` (F a :class:`RandomCut` for a random
+    cut stage; :func:`cut_at` draws its cut)."""
     end = 0
     for i, (k, f, n) in enumerate(stages):
         end += n
@@ -113,6 +117,12 @@ def stage_at(step: int, stages: list[tuple[int, int, int]]) -> tuple[int, int, i
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def cut_at(cut: RandomCut, seed: int, step: int) -> tuple[int, ...]:
+    """Step ``step``'s clip lengths in a random-cut stage: one cut for the whole (global) batch, drawn from
+    ``(seed, step)`` apart from the batch and noise generator, so every rank and a resumed run cut alike."""
+    return cut.draw(random.Random(f"cut:{seed}:{step}"))
 
 
 def sample_batch(dataset, step: int, batch_size: int, num_frames: int, seed: int, shard: slice):
@@ -195,6 +205,26 @@ def evaluate(model, tokenizer, cfg: Config, num_clips: int, frames: int, batches
     return {"val_loss": sum(losses) / len(losses), "const_loss": const}
 
 
+def history_data(
+    cfg: Config, stages: list, tokenizer: VideoTokenizer, device: torch.device, num_videos: int = 32
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Held-out tokens ``(num_videos, K, F, N, D)`` (and labels, for a class-conditional model) on which
+    training logs the history diagnostic (:func:`minivgpt.diagnostics.history_gain`, ``eval_every=``).
+
+    K x F is the last stage's (for a random-cut last stage: its T frames in clips of ``frames_per_clip``),
+    so the records of one run are comparable across steps and stages.
+    """
+    k, f, _ = stages[-1]
+    if isinstance(f, RandomCut):
+        k, f = f.frames // cfg.train.frames_per_clip, cfg.train.frames_per_clip
+    if k < 2:
+        raise ValueError(f"eval_every needs a last stage of at least 2 clips (history), got {k}x{f}")
+    data = build_dataset(cfg, k * f, seed=cfg.train.seed + 1, num_samples=num_videos, split="val")
+    batch = video_batch(data, [i % len(data) for i in range(num_videos)])
+    x = tokenizer.encode(batch["video"][:, : k * f].to(device), f)
+    return x, batch["label"].to(device) if cfg.model.num_classes > 0 else None
+
+
 # ----------------------------------------------------------------------------------------- training
 def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
     """Train (or resume) a VideoGPT; returns the model, its EMA, the tokenizer and the logged records.
@@ -212,14 +242,13 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
         raise ValueError(
             f"batch_size={t.batch_size} must be divisible by world size {world} x grad_accum {t.grad_accum}"
         )
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
+    set_threads(t.threads)
     device = resolve_device(t.device)
     use_bf16 = resolve_amp(t.amp, device)
     stages = parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)
     if sum(n for _, _, n in stages) != t.steps and t.stages:
         raise ValueError(f"stages={t.stages!r} sum to {sum(n for *_, n in stages)} steps but steps={t.steps}")
-    max_frames = max(k * f for k, f, _ in stages)
+    max_frames = max(stage_frames(k, f) for k, f, _ in stages)
     torch.manual_seed(t.seed)
 
     dataset = build_dataset(cfg, max_frames, t.seed, split="train")
@@ -229,7 +258,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     opt = optim.make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2))
     flow = RectifiedFlow(cfg.diffusion.history_noise, cfg.diffusion.t_sampling, cfg.diffusion.cond_drop)
     out = Path(t.out)
-    start, records = 0, []
+    start, records, history = 0, [], []
     prepare_out(out, t.resume, t.overwrite, delete=rank == 0)
     if t.resume:
         ckpt = checkpoint.load_latest(out, map_location=device)
@@ -239,7 +268,9 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             ema.load_state_dict(ckpt["ema"])
             opt.load_state_dict(ckpt["optimizer"])
             start = int(ckpt["step"])
-            records = _read_records(out / "metrics.jsonl", upto=start)
+            saved = _read_records(out / "metrics.jsonl", upto=start)
+            records = [r for r in saved if r.get("type") != "history"]
+            history = [r for r in saved if r.get("type") == "history"]
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -249,7 +280,8 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
         net = torch.compile(net)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_records(out / "metrics.jsonl", records)
+        _write_records(out / "metrics.jsonl", sorted(records + history, key=lambda r: r.get("step", 0)))
+    diag = history_data(cfg, stages, tokenizer, device) if t.eval_every and rank == 0 else None
 
     def save(step: int) -> None:
         if rank == 0:
@@ -276,10 +308,15 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     model.train()
     for step in bar:
         stage, K, Fr = stage_at(step, stages)
+        lengths = cut_at(Fr, t.seed, step) if isinstance(Fr, RandomCut) else None
         shard = slice(rank * local, (rank + 1) * local)
-        video, labels, g = sample_batch(dataset, step, t.batch_size, K * Fr, t.seed, shard)
-        x_local = tokenizer.encode(video.to(device), Fr)
-        rand = {k: v[shard] for k, v in flow.draw((t.batch_size, *x_local.shape[1:]), g).items()}
+        video, labels, g = sample_batch(dataset, step, t.batch_size, stage_frames(K, Fr), t.seed, shard)
+        if lengths is None:
+            x_local = tokenizer.encode(video.to(device), Fr)
+        else:  # a random cut: frames (b, T, N, D), clip k has lengths[k] of them
+            K, Fr = len(lengths), list(lengths)
+            x_local = tokenizer.encode(video.to(device), 1).flatten(1, 2)
+        rand = {k: v[shard] for k, v in flow.draw((t.batch_size, *x_local.shape[1:]), g, lengths).items()}
         lr_step = step
         if budget_s < math.inf:  # anneal by whichever is further along, steps or the time budget
             elapsed = _max_over_ranks(time.perf_counter() - t0, world, device)
@@ -295,7 +332,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             last = m == t.grad_accum - 1  # DDP all-reduces gradients only on the last micro-batch
             ctx = net.no_sync() if world > 1 and not last else contextlib.nullcontext()
             with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = flow.loss(net, x, cond, r) / t.grad_accum
+                loss = flow.loss(net, x, cond, r, lengths=lengths) / t.grad_accum
             loss.backward()
             loss_sum += loss.item()
         if world > 1:
@@ -327,7 +364,12 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             records.append(rec)
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            bar.set_postfix(loss=f"{loss_sum:.4f}", stage=f"{K}x{Fr}")
+            bar.set_postfix(loss=f"{loss_sum:.4f}", stage=f"{K}x{Fr}" if lengths is None else "+".join(map(str, Fr)))
+        if diag is not None and (done % t.eval_every == 0 or done == t.steps):
+            rec = history_gain(model, *diag).to_record(done)
+            history.append(rec)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
         over_budget = budget_s < math.inf and _max_over_ranks(time.perf_counter() - t0, world, device) > budget_s
         if done % t.ckpt_every == 0 or done == t.steps or done == t.stop_after or over_budget:
             save(done)
@@ -348,7 +390,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     model.eval()
     ema.eval()
     precision = "bf16" if use_bf16 else "fp32"
-    return TrainResult(model, ema, tokenizer, cfg, records, out, precision, stopped_by_budget)
+    return TrainResult(model, ema, tokenizer, cfg, records, out, precision, stopped_by_budget, history)
 
 
 def _max_over_ranks(value: float, world: int, device: torch.device) -> float:
