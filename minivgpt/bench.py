@@ -1,7 +1,8 @@
 """``python -m minivgpt.bench [key=value ...]``: the measurements, kept apart from the computation.
 
 Derived in notebooks/03 (§6 density and compute, §7 timing). Training throughput and MFU, the attention
-backends (idle and beside a competing busy process), and rollout with and without the KV cache.
+backends (idle and beside a competing busy process), and rollout with and without the KV cache. The loader
+row (prepared shards against decoding a video folder, against what training consumes): notebooks/08.
 
 Every figure goes through one timer (:func:`timer`: CUDA events after a synchronise on a GPU, the host
 clock on CPU) and one interleaving loop (:func:`measure`: every round calls each contender once, so
@@ -16,7 +17,7 @@ in the training dtype, one peak round before every step round.
 Parameters (``key=value``, unknown names rejected)::
 
     device=auto threads=0 quick=false json=PATH repeats=5 clips=8 frames_per_clip=2 tokens_per_frame=64
-    width=256 depth=6 heads=4 batch_size=4 sample_steps=20 contended=true
+    width=256 depth=6 heads=4 batch_size=4 sample_steps=20 contended=true loader=true video_folder=DIR
 
 Output keys::
 
@@ -24,6 +25,8 @@ Output keys::
      "attention": {"seq_len", "dense_ms", "mask_aware_ms", "flex_ms", "speedup", "computed_over_allowed",
                    "contended": {... the same timings beside a busy process ...}},
      "rollout": {"history_clips", "cache_s", "recompute_s", "speedup", "max_abs_diff"},
+     "loader": {"shards_samples_per_s", "decode_samples_per_s", "train_samples_per_s", "shards_over_train",
+                "shards_over_decode", "prepare_s", ...},
      "device": "...", "cpu_capability": "..."}
 """
 
@@ -37,6 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -389,6 +393,88 @@ def bench_rollout(
     }
 
 
+def _write_demo_videos(root: Path, files: int, frames: int, size: int) -> None:
+    """``files`` mp4 videos of ``frames`` frames of bouncing balls at ``size x size`` (PyAV, H.264)."""
+    import av
+
+    from .data import BouncingBalls
+
+    balls = BouncingBalls(files, frames, size, max_balls=3, seed=0)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        video = balls[i]["video"]  # (T, 3, S, S) in [-1, 1]
+        rgb = ((video + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        with av.open(str(root / f"balls_{i:03d}.mp4"), "w") as out:
+            stream = out.add_stream("libx264", rate=10)
+            stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+            for img in rgb:
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            out.mux(stream.encode())
+
+
+def bench_loader(
+    train_samples_per_s: float,
+    frames: int = 16,
+    image_size: int = 32,
+    batch: int = 4,
+    repeats: int = 5,
+    folder: str = "",
+    files: int = 4,
+) -> dict:
+    """Samples/s of a training batch from prepared shards vs decoding the same video folder on the fly,
+    against ``train_samples_per_s``, what the bench's training step consumes (batch / step time).
+
+    The folder is ``folder``, or ``files`` videos of ``4 * frames`` frames at twice ``image_size`` (so
+    decoding includes the resize real footage needs) written with PyAV to a temporary folder. Both loaders
+    return the same ``(batch, frames, 3, image_size, image_size)`` clips (:func:`minivgpt.data.video_batch`
+    of the same random indices), timed interleaved; ``prepare_s`` is the one-off cost of
+    ``python -m minivgpt.prepare`` in one process.
+    """
+    import tempfile
+    import warnings
+
+    from .data import VideoFolder, video_batch
+    from .prepare import prepare
+    from .shards import ShardDataset
+
+    with tempfile.TemporaryDirectory(prefix="minivgpt-loader-") as tmp:
+        root = Path(folder) if folder else Path(tmp) / "videos"
+        if not folder:
+            _write_demo_videos(root, files, 4 * frames, 2 * image_size)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skipped files are reported by VideoFolder's count below
+            prepare(f"folder:{root}", Path(tmp) / "shards", frames=frames, image_size=image_size, workers=1,
+                    progress=False)
+            prepare_s = time.perf_counter() - t0
+            loaders = {"shards": ShardDataset(Path(tmp) / "shards", frames, image_size),
+                       "decode": VideoFolder(root, frames, image_size)}
+        n = len(loaders["decode"])
+        g = torch.Generator().manual_seed(0)
+        draws = [torch.randint(n, (batch,), generator=g).tolist() for _ in range(repeats + 1)]
+
+        def load(name: str) -> Callable[[], None]:
+            rounds = iter(draws)
+            return lambda: video_batch(loaders[name], next(rounds))
+
+        times = measure({name: load(name) for name in loaders}, repeats, torch.device("cpu"))
+    per_s = {name: batch / statistics.median(ts) for name, ts in times.items()}
+    return {
+        "shards_samples_per_s": per_s["shards"],
+        "decode_samples_per_s": per_s["decode"],
+        "train_samples_per_s": train_samples_per_s,
+        "shards_over_train": per_s["shards"] / train_samples_per_s,
+        "decode_over_train": per_s["decode"] / train_samples_per_s,
+        "shards_over_decode": per_s["shards"] / per_s["decode"],
+        "prepare_s": prepare_s,
+        "clips": n,
+        "frames": frames,
+        "image_size": image_size,
+        "batch": batch,
+        "spread_s": {name: spread(ts) for name, ts in times.items()},
+    }
+
+
 # ------------------------------------------------------------------------------------------ the command
 @dataclass
 class BenchConfig:
@@ -406,6 +492,8 @@ class BenchConfig:
     batch_size: int = 4  # training bench; the attention bench uses one sequence
     sample_steps: int = 20  # Euler steps of the rollout bench
     contended: bool = True  # also time attention beside a competing busy process
+    loader: bool = True  # loader throughput: prepared shards vs decoding a video folder vs training's consumption
+    video_folder: str = ""  # the loader bench's videos; empty: a few generated ones in a temporary folder
 
 
 QUICK = dict(clips=2, tokens_per_frame=16, width=64, depth=2, heads=2, batch_size=2, sample_steps=2, repeats=1)
@@ -445,6 +533,9 @@ def run_all(device: str = "auto", **params: Any) -> dict:
         "config": asdict(cfg),
     }
     out["train"] = bench_train(dev, K=K, batch=cfg.batch_size, **model)
+    if cfg.loader:  # frames of the bench's tokens: 3 channels, patch 4 (in_dim 48), sqrt(N) patches a side
+        consumed = cfg.batch_size / out["train"]["step_s"]
+        out["loader"] = bench_loader(consumed, K * F, 4 * int(N**0.5), cfg.batch_size, cfg.repeats, cfg.video_folder)
     att = dict(num_clips=K, F=F, N=N, heads=cfg.heads, head_dim=cfg.width // cfg.heads, repeats=cfg.repeats, device=dev)
     out["attention"] = benchmark_attention(**att)
     if cfg.contended:

@@ -19,7 +19,8 @@ from typing import Any, get_type_hints
 @dataclass
 class DataConfig:
     data: str = "bouncing_balls"  # bouncing_balls | moving_glyphs | moving_mnist:PATH.npy | moving_mnist_digits:DIR
-    #                               | folder:DIR  (real data is split by index: 10% validation, never trained on)
+    #                               | folder:DIR | shards:DIR (python -m minivgpt.prepare)
+    #                               (real data is split by index: 10% validation, never trained on)
     image_size: int = 32
     num_samples: int = 4096  # size of the synthetic training set (its seed is `seed`)
     min_balls: int = 1

@@ -952,8 +952,10 @@ class VideoFolder(Dataset):
 # ----------------------------------------------------------------------------------------------------
 # Factory and batching
 
-DATASET_NAMES = ["bouncing_balls", "moving_glyphs", "moving_mnist:PATH.npy", "moving_mnist_digits:DIR", "folder:DIR"]
-PATH_ARGS = {"moving_mnist": "PATH.npy", "moving_mnist_digits": "DIR", "folder": "DIR"}
+DATASET_NAMES = [
+    "bouncing_balls", "moving_glyphs", "moving_mnist:PATH.npy", "moving_mnist_digits:DIR", "folder:DIR", "shards:DIR"
+]
+PATH_ARGS = {"moving_mnist": "PATH.npy", "moving_mnist_digits": "DIR", "folder": "DIR", "shards": "DIR"}
 
 
 def make_dataset(
@@ -970,7 +972,9 @@ def make_dataset(
     ``spec`` is one of ``bouncing_balls``, ``moving_glyphs`` (synthetic: ``num_samples`` samples from
     ``seed``), ``moving_mnist_digits:DIR`` (Moving MNIST generated from the MNIST IDX files in DIR:
     ``num_samples`` sequences from ``seed``), ``moving_mnist:PATH.npy`` or ``folder:DIR`` (fixed files:
-    every sequence / clip of the split is used, and ``num_samples`` and ``seed`` are ignored).
+    every sequence / clip of the split is used, and ``num_samples`` and ``seed`` are ignored), or
+    ``shards:DIR`` (clips written once by ``python -m minivgpt.prepare``: :class:`minivgpt.shards.ShardDataset`,
+    fixed like files; its ``split`` is the one prepare recorded per clip).
 
     ``split`` (``"all"``, ``"train"``, ``"val"``) holds out the last ``VAL_FRACTION`` of a real dataset's
     sequences / clips / digits (:func:`split_indices`); synthetic sets are split by ``seed`` instead and
@@ -991,6 +995,10 @@ def make_dataset(
             return MovingMNIST(arg, num_frames=num_frames, image_size=image_size, split=split, **kw)
         if name == "moving_mnist_digits":
             return MovingMNISTDigits(arg, num_samples, num_frames, image_size, seed=seed, split=split, **kw)
+        if name == "shards":
+            from .shards import ShardDataset  # imported here: shards.py imports this module
+
+            return ShardDataset(arg, num_frames, image_size, split=split, **kw)
         return VideoFolder(arg, frames=num_frames, size=image_size, split=split, **kw)
     bare = [n.split(":")[0] for n in DATASET_NAMES]
     close = difflib.get_close_matches(name, bare, n=1, cutoff=0.0)

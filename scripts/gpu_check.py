@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from minivgpt.bench import run_all
+from minivgpt.checkpoint import atomic_write
 from minivgpt.config import ModelConfig
 from minivgpt.model import VideoGPT
 from minivgpt.rollout import rollout
@@ -66,7 +67,7 @@ def main() -> None:
     res["bench"] = run_all("cuda")
     text = json.dumps(res, indent=2)
     print(text)
-    (args.out / "bench_gpu.json").write_text(text)
+    atomic_write(args.out / "bench_gpu.json", text)
 
 
 if __name__ == "__main__":

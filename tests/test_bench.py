@@ -32,6 +32,17 @@ def test_bench_writes_the_documented_keys_and_mfu_is_a_fraction(tmp_path):
     assert res["config"]["width"] == bench.QUICK["width"] and isinstance(res["cpu_capability"], str)
 
 
+def test_loader_row_compares_shards_decoding_and_training(tmp_path):
+    res = bench.run_all(device="cpu", quick=True, contended=False, repeats=2)
+    row = res["loader"]
+    for key in ("shards_samples_per_s", "decode_samples_per_s", "train_samples_per_s", "prepare_s"):
+        assert row[key] > 0, key
+    assert row["shards_over_train"] == pytest.approx(row["shards_samples_per_s"] / row["train_samples_per_s"])
+    assert row["train_samples_per_s"] == pytest.approx(res["train"]["batch"] / res["train"]["step_s"])
+    assert row["spread_s"]["shards"]["n"] == 2 and row["clips"] >= 1 and row["image_size"] == 16
+    assert "loader" not in bench.run_all(device="cpu", quick=True, contended=False, loader=False)
+
+
 def test_parameters_are_key_value_and_unknown_names_are_rejected():
     cfg = bench.bench_config({"quick": "true", "width": "32", "repeats": "2"})
     assert (cfg.width, cfg.repeats, cfg.depth) == (32, 2, bench.QUICK["depth"])  # explicit keys beat quick
