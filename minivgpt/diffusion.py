@@ -9,6 +9,9 @@ tokens only; sampling turns the prediction into a velocity ``v = (x̂ - x_t) / (
 
 Every clip has its own timestep: ``t`` has shape ``(B, K)``. The clean history can be lightly noised
 (``t_clean ~ U(history_noise, 1)``) so that the model tolerates its own imperfect outputs at rollout.
+Random clip cuts: with ``lengths`` (the frames of each of the K clips, unequal) tokens are frames
+``(B, T, N, D)``, T = sum(lengths); every clip still has its own timestep, ``t (B, K)``, spread over its
+frames by :func:`per_frame`.
 Classifier-free guidance contrasts the prediction with history against the prediction without it; the
 first noisy clip of every training sequence has no history, so the unconditional case is always trained.
 A class/text condition is dropped per sample with probability ``cond_drop``: the loss draws the boolean
@@ -18,7 +21,7 @@ function here, as in minRF and k-diffusion.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -28,6 +31,11 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def per_clip(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Broadcast timesteps ``(B, K)`` (or ``(B,)``) against tokens ``(B, K, ...)`` (or ``(B, ...)``)."""
     return t.reshape(*t.shape, *([1] * (x.ndim - t.ndim)))
+
+
+def per_frame(t: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    """Per-clip values ``(B, K)`` repeated over each clip's frames -> ``(B, T)``, T = sum(lengths)."""
+    return t.repeat_interleave(torch.as_tensor(lengths, device=t.device), dim=1)
 
 
 def add_noise(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -65,14 +73,20 @@ class RectifiedFlow:
             return torch.rand(shape, generator=generator)
         return torch.sigmoid(torch.randn(shape, generator=generator))
 
-    def draw(self, x_shape: tuple[int, ...], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """All randomness of one training step for a batch of clean tokens of shape ``(B, K, F, N, D)``.
+    def draw(
+        self,
+        x_shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        lengths: Sequence[int] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """All randomness of one training step for a batch of clean tokens of shape ``(B, K, F, N, D)``
+        (or frames ``(B, T, N, D)`` cut into K = len(lengths) clips).
 
         Drawn on the CPU from ``generator`` so a step is repeatable on any device, and so slicing the
         draw of a global batch (``{k: v[i:j]}``) gives every rank of a data-parallel run exactly the
         noise a single process would have used for those samples.
         """
-        B, K = x_shape[:2]
+        B, K = x_shape[0], x_shape[1] if lengths is None else len(lengths)
         return {
             "t": self.sample_t((B, K), generator),
             "noise": torch.randn(x_shape, generator=generator),
@@ -88,6 +102,7 @@ class RectifiedFlow:
         cond: torch.Tensor | None = None,
         rand: dict[str, torch.Tensor] | None = None,
         generator: torch.Generator | None = None,
+        lengths: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Next clip diffusion loss.
 
@@ -98,15 +113,20 @@ class RectifiedFlow:
             x: clean tokens ``(B, K, F, N, D)``.
             cond: optional labels ``(B,)`` (long) or embeddings ``(B, E)``; dropped with ``cond_drop``.
             rand: the step's randomness from :meth:`draw` (drawn here from ``generator`` if None).
+            lengths: a random cut: ``x`` is frames ``(B, T, N, D)`` of K = len(lengths) clips, and the
+                model is also called with ``lengths=``.
         Returns:
             scalar MSE between the prediction and ``x`` over all noisy tokens.
         """
-        r = rand if rand is not None else self.draw(tuple(x.shape), generator)
+        r = rand if rand is not None else self.draw(tuple(x.shape), generator, lengths)
         r = {k: v.to(x.device) for k, v in r.items()}
         t, t_clean = r["t"].to(x.dtype), r["t_clean"].to(x.dtype)
-        x_t = add_noise(x, t, r["noise"].to(x.dtype))
-        history = add_noise(x, t_clean, r["history_noise"].to(x.dtype)) if self.history_noise < 1 else x
+        tx, tcx = (t, t_clean) if lengths is None else (per_frame(t, lengths), per_frame(t_clean, lengths))
+        x_t = add_noise(x, tx, r["noise"].to(x.dtype))
+        history = add_noise(x, tcx, r["history_noise"].to(x.dtype)) if self.history_noise < 1 else x
         extra = {} if cond is None else {"cond": cond, "drop": r["drop"]}
+        if lengths is not None:
+            extra["lengths"] = tuple(lengths)
         pred = model(x_t, history, t, t_clean=t_clean, **extra)
         return (pred.float() - x.float()).pow(2).mean()
 

@@ -14,6 +14,9 @@ training ``forward`` and the generation API ``prefill / denoise / append`` that 
 - Positions: rotary embeddings over three axes (absolute frame index, patch row, patch column). The
   noisy and the clean copy of a clip share positions; only relative offsets matter to attention.
 - Order: the token layouts of :mod:`minivgpt.sequence` (training, history, rollout step).
+- Random clip cuts (clips of unequal length, ``lengths=``): tokens come as frames ``(B, T, N, D)`` with the
+  frames of every clip in ``lengths``; segments then differ in length, so the per-segment modulation is
+  gathered per token (``seg``) instead of broadcast over equal segments. Equal clips keep the fast path.
 - Attention: the hierarchical mask of :mod:`minivgpt.masks` on those layouts, run by a backend of
   :mod:`minivgpt.attention` (dense SDPA, FlexAttention, or the mask-aware CPU path).
 """
@@ -33,7 +36,7 @@ from einops import rearrange
 from .attention import MaskedAttention
 from .config import ModelConfig
 from .masks import mask_from_layout
-from .sequence import TokenLayout, history_layout, interleave, rollout_layout, token_layout
+from .sequence import TokenLayout, clip_lengths, history_layout, interleave, rollout_layout, token_layout
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -81,6 +84,16 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale) + shift
 
 
+def per_segment(mod: torch.Tensor, seg: torch.Tensor | None) -> torch.Tensor:
+    """Per-segment vectors ``mod (B, S, C)`` made to meet the tokens.
+
+    Equal segments (``seg=None``, tokens ``(B, S, T, W)``): ``(B, S, 1, C)``, broadcast over each segment's
+    T tokens. Unequal segments (tokens ``(B, L, W)``, ``seg (L,)`` the segment of every token): gathered
+    per token, ``(B, L, C)``.
+    """
+    return mod[:, :, None] if seg is None else mod[:, seg]
+
+
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
@@ -120,13 +133,14 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x, c, cos, sin, attend: Attend, past=None):
+    def forward(self, x, c, cos, sin, attend: Attend, past=None, seg: torch.Tensor | None = None):
         """``x (B, S, T, W)``: S segments (clip copies) of T tokens; ``c (B, S, W)`` conditions each segment.
 
         The modulation broadcasts over the T tokens of a segment instead of being gathered per token.
+        Segments of unequal length come as ``x (B, L, W)`` with ``seg (L,)`` (see :func:`per_segment`).
         """
-        sh1, sc1, g1, sh2, sc2, g2 = self.ada(c)[:, :, None].chunk(6, dim=-1)
-        h, kv = self.attn(modulate(self.norm1(x), sh1, sc1).flatten(1, 2), cos, sin, attend, past)
+        sh1, sc1, g1, sh2, sc2, g2 = per_segment(self.ada(c), seg).chunk(6, dim=-1)
+        h, kv = self.attn(modulate(self.norm1(x), sh1, sc1).flatten(1, -2), cos, sin, attend, past)
         x = x + g1 * h.view_as(x)
         x = x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
         return x, kv
@@ -138,13 +152,24 @@ class KVCache:
     """Keys/values of the clean history, one ``(B, H, L_hist, hd)`` pair per layer.
 
     Exact: clean tokens never attend to noisy ones, so these do not depend on what is being denoised.
-    ``num_clips`` clean clips are cached; the next noisy clip gets clip index ``num_clips``.
+    ``lengths`` holds the frames of each cached clean clip (``num_clips`` of them); the next noisy clip
+    gets clip index ``num_clips`` and starts at frame ``sum(lengths)``.
     """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
-    num_clips: int
-    frames_per_clip: int
+    lengths: tuple[int, ...]
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def frames_per_clip(self) -> int:
+        """F of a history of equal clips (for unequal ones read ``lengths``)."""
+        if len(set(self.lengths)) != 1:
+            raise ValueError(f"the cached clips have unequal lengths {self.lengths}: read KVCache.lengths")
+        return self.lengths[0]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
@@ -240,12 +265,14 @@ class VideoGPT(nn.Module):
 
         Returns ``(h, c, kvs)``: the final hidden states ``(B, S, T, W)`` (S segments of T tokens, before
         the output head), the per-segment conditioning ``(B, S, W)`` and every layer's new ``(k, v)``.
-        With ``return_hidden=i`` a fourth item follows: the hidden states ``(B, S, T, W)`` after block i
+        Segments of unequal length (random clip cuts) give ``h (B, L, W)`` instead. With
+        ``return_hidden=i`` a fourth item follows: the hidden states after block i, shaped like ``h``
         (negative i counts from the last block).
         """
+        sizes, seg = _segments(layout, tokens.device)
         S = t_seg.shape[-1]
-        if len(layout) % S or _num_segments(layout) != S:
-            raise ValueError(f"t_seg has {S} entries but the layout has {_num_segments(layout)} equal segments")
+        if len(sizes) != S:
+            raise ValueError(f"t_seg has {S} entries but the layout has {len(sizes)} segments")
         depth = len(self.blocks)
         if return_hidden is not None and not -depth <= return_hidden < depth:
             raise ValueError(f"return_hidden={return_hidden} must name a block in [-{depth}, {depth - 1}]")
@@ -253,27 +280,34 @@ class VideoGPT(nn.Module):
         gh, gw = self.grid
         cos, sin = self.rope(lay.time.float(), (lay.patch // gw).float(), (lay.patch % gw).float())
         x = self.inp(tokens) + self.copy_emb(lay.is_noisy.long())
-        x = rearrange(x, "b (s t) w -> b s t w", s=S)
+        if seg is None:  # equal segments: broadcast the modulation over each segment's tokens
+            x = rearrange(x, "b (s t) w -> b s t w", s=S)
         c = F.silu(self.t_mlp(timestep_embedding(t_seg.to(tokens.device))) + self._condition(cond, drop))
         kvs, hidden = [], None
         for i, block in enumerate(self.blocks):
             past = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x, kv = block(x, c, cos, sin, attend, past)
+            x, kv = block(x, c, cos, sin, attend, past, seg)
             kvs.append(kv)
             if return_hidden is not None and i == return_hidden % depth:
                 hidden = x
         return (x, c, kvs) if return_hidden is None else (x, c, kvs, hidden)
 
-    def head(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Output projection of hidden states ``(B, S, T, W)`` with per-segment ``c (B, S, W)`` -> ``(B, S, T, D)``."""
-        shift, scale = self.ada_out(c)[:, :, None].chunk(2, dim=-1)
+    def head(self, h: torch.Tensor, c: torch.Tensor, seg: torch.Tensor | None = None) -> torch.Tensor:
+        """Output projection of hidden states ``(B, S, T, W)`` with per-segment ``c (B, S, W)`` -> ``(B, S, T, D)``.
+
+        For unequal segments: ``h (B, L, W)`` and ``seg (L,)`` -> ``(B, L, D)``.
+        """
+        shift, scale = per_segment(self.ada_out(c), seg).chunk(2, dim=-1)
         return self.out(modulate(self.norm_out(h), shift, scale))
 
     def _noisy_out(self, h: torch.Tensor, c: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """The output head on the noisy segments only: ``(B, L_noisy, D)``."""
-        T = h.shape[2]
-        noisy_seg = layout.is_noisy[::T].to(h.device)
-        return self.head(h[:, noisy_seg], c[:, noisy_seg]).flatten(1, 2)
+        sizes, seg = _segments(layout, h.device)
+        if seg is None:
+            noisy_seg = layout.is_noisy[:: sizes[0]].to(h.device)
+            return self.head(h[:, noisy_seg], c[:, noisy_seg]).flatten(1, 2)
+        noisy = layout.is_noisy.to(h.device)
+        return self.head(h[:, noisy], c, seg[noisy])
 
     # ---- training
     def forward(
@@ -285,6 +319,7 @@ class VideoGPT(nn.Module):
         cond: torch.Tensor | None = None,
         drop: torch.Tensor | None = None,
         drop_last_clean: bool = True,
+        lengths: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
         """Predict the clean tokens of every noisy clip.
 
@@ -295,29 +330,47 @@ class VideoGPT(nn.Module):
             cond: optional labels ``(B,)`` or embedding ``(B, W)``.
             drop: optional bool ``(B,)``: True replaces that sample's condition by the null condition.
             drop_last_clean: leave out the last clean copy, which nothing reads (the authors' layout).
+            lengths: a random cut, the frames of each of the K clips: then ``noisy`` and ``clean`` are
+                frames ``(B, T, N, D)`` with T = sum(lengths), and so is the result.
         Returns:
-            ``(B, K, F, N, D)`` clean predictions for the noisy copies.
+            ``(B, K, F, N, D)`` clean predictions for the noisy copies (``(B, T, N, D)`` with ``lengths``).
         """
-        B, K, Fr, N, D = noisy.shape
-        if N != self.tokens_per_frame or D != self.in_dim:
-            raise ValueError(
-                f"tokens must be (B, K, F, {self.tokens_per_frame}, {self.in_dim}) for this model, "
-                f"got {tuple(noisy.shape)}"
-            )
+        if lengths is None:
+            B, K, Fr, N, D = self._check_tokens(noisy, "(B, K, F, N, D)")
+            lengths = (Fr,) * K
+            seq = interleave(noisy, clean)
+        else:
+            B, T, N, D = self._check_tokens(noisy, "(B, T, N, D) frames when lengths are given")
+            lengths = tuple(clip_lengths(len(lengths), lengths))
+            if sum(lengths) != T or clean.shape != noisy.shape:
+                raise ValueError(f"lengths={lengths} must sum to T={T} frames of noisy and clean (B, T, N, D)")
+            seq = _interleave_cut(noisy, clean, lengths)
+        K = len(lengths)
         if t.shape != (B, K):
             raise ValueError(f"t must be (B, K) = ({B}, {K}), got {tuple(t.shape)}")
         t_clean = torch.ones_like(t) if t_clean is None else t_clean
-        seq = interleave(noisy, clean)
         t_seg = rearrange(torch.stack([t, t_clean], dim=-1), "b k s -> b (k s)")
         if drop_last_clean:
-            seq, t_seg = seq[:, : -Fr * N], t_seg[:, :-1]
-        layout = _train_layout(K, Fr, N, drop_last_clean)
-        attend = self._attention(K, Fr, N, drop_last_clean, seq.device)
+            seq, t_seg = seq[:, : -lengths[-1] * N], t_seg[:, :-1]
+        fr = _frames_arg(lengths)
+        layout = _train_layout(K, fr, N, drop_last_clean)
+        attend = self._attention(K, fr, N, drop_last_clean, seq.device)
         h, c, _ = self.run(seq, layout, t_seg, attend, cond, drop=drop)
         out = self._noisy_out(h, c, layout)
-        return rearrange(out, "b (k f n) d -> b k f n d", k=K, f=Fr)
+        if noisy.ndim == 4:
+            return rearrange(out, "b (t n) d -> b t n d", n=N)
+        return rearrange(out, "b (k f n) d -> b k f n d", k=K, f=lengths[0])
+
+    def _check_tokens(self, x: torch.Tensor, shape: str) -> tuple[int, ...]:
+        """The shape of ``x`` if it is ``shape`` with this model's N and D, else a ``ValueError``."""
+        if x.ndim != shape.count(",") + 1 or x.shape[-2:] != (self.tokens_per_frame, self.in_dim):
+            want = shape.replace("N, D)", f"{self.tokens_per_frame}, {self.in_dim})")
+            raise ValueError(f"tokens must be {want} for this model, got {tuple(x.shape)}")
+        return tuple(x.shape)
 
     def _attention(self, K, Fr, N, drop, device) -> MaskedAttention:
+        """The attention plan of the training layout; ``Fr`` an int, or a tuple of unequal clip lengths
+        (``mask_aware`` then takes its unfused split path, ``flex`` and ``dense`` their usual one)."""
         backend = self.cfg.attention
         if backend == "auto":
             backend = "flex" if device.type == "cuda" else "mask_aware"
@@ -330,29 +383,45 @@ class VideoGPT(nn.Module):
         cond: torch.Tensor | None = None,
         t_clean: float = 1.0,
         return_hidden: int | None = None,
+        lengths: tuple[int, ...] | None = None,
     ) -> KVCache | tuple[KVCache, torch.Tensor]:
         """Cache the keys/values of clean clips ``(B, W, F, N, D)`` (frame-causal among themselves).
 
         Args:
-            clean: ``(B, W, F, N, D)`` clean clips, laid out as :func:`~minivgpt.sequence.history_layout`.
+            clean: ``(B, W, F, N, D)`` clean clips, laid out as :func:`~minivgpt.sequence.history_layout`;
+                with ``lengths`` (clips of unequal length), frames ``(B, T, N, D)``, T = sum(lengths).
             cond: optional labels ``(B,)`` or embedding ``(B, width)``.
             t_clean: diffusion time of the history (1 = clean).
             return_hidden: block index i (negative counts from the last block): also return the hidden
                 states after block i, one vector per patch token (features for transfer).
+            lengths: frames of each of the W clips when they are unequal.
         Returns:
             the :class:`KVCache`; with ``return_hidden`` the pair ``(cache, hidden)``, hidden of shape
-            ``(B, W, F, N, width)``.
+            ``(B, W, F, N, width)`` (``(B, T, N, width)`` with ``lengths``).
         """
-        B, Wc, Fr, N, _ = clean.shape
-        layout = history_layout(Wc, Fr, N)
-        t_seg = torch.full((B, Wc), float(t_clean), device=clean.device)
+        tokens, lengths = self._history_tokens(clean, lengths)
+        B, N = clean.shape[0], self.tokens_per_frame
+        layout = history_layout(len(lengths), _frames_arg(lengths), N)
+        t_seg = torch.full((B, len(lengths)), float(t_clean), device=clean.device)
         attend = sdpa(mask_from_layout(layout).to(clean.device))
-        tokens = rearrange(clean, "b k f n d -> b (k f n) d")
         _, _, kvs, *hidden = self.run(tokens, layout, t_seg, attend, cond, return_hidden=return_hidden)
-        cache = KVCache([k for k, _ in kvs], [v for _, v in kvs], Wc, Fr)
+        cache = KVCache([k for k, _ in kvs], [v for _, v in kvs], lengths)
         if return_hidden is None:
             return cache
-        return cache, rearrange(hidden[0], "b k (f n) w -> b k f n w", f=Fr)
+        frames = hidden[0].reshape(B, sum(lengths), N, -1)  # (B, S, F*N, W) or (B, L, W) -> (B, T, N, W)
+        return cache, frames if clean.ndim == 4 else rearrange(frames, "b (k f) n w -> b k f n w", k=len(lengths))
+
+    def _history_tokens(self, clean: torch.Tensor, lengths) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Clean clips ``(B, W, F, N, D)``, or frames ``(B, T, N, D)`` cut by ``lengths``, as tokens
+        ``(B, L, D)`` with the clip lengths."""
+        if lengths is None:
+            B, Wc, Fr, N, _ = self._check_tokens(clean, "(B, W, F, N, D)")
+            return rearrange(clean, "b k f n d -> b (k f n) d"), (Fr,) * Wc
+        B, T, N, _ = self._check_tokens(clean, "(B, T, N, D) frames when lengths are given")
+        lengths = tuple(int(f) for f in lengths)
+        if sum(lengths) != T or any(f < 1 for f in lengths):
+            raise ValueError(f"lengths={lengths} must be >= 1 each and sum to the T={T} frames of the history")
+        return rearrange(clean, "b t n d -> b (t n) d"), lengths
 
     def denoise(
         self,
@@ -366,12 +435,12 @@ class VideoGPT(nn.Module):
 
         It attends to the cached clean history and to itself (bidirectionally): the last segment of
         :func:`~minivgpt.sequence.rollout_layout`, whose row of the mask allows every key, so no mask is
-        needed. ``cache=None`` (no history) with ``drop`` all True (no condition) is the unconditional
-        prediction used for classifier-free guidance.
+        needed. Its F may differ from the cached clips' lengths (random cuts). ``cache=None`` (no history)
+        with ``drop`` all True (no condition) is the unconditional prediction used for classifier-free guidance.
         """
         B, Fr, N, _ = noisy.shape
-        k_idx = cache.num_clips if cache is not None else 0
-        layout = rollout_layout(k_idx, Fr, N)[-Fr * N :]
+        hist = cache.lengths if cache is not None else ()
+        layout = rollout_layout(len(hist), _frames_arg(hist + (Fr,)), N)[-Fr * N :]
         tokens = rearrange(noisy, "b f n d -> b (f n) d")
         h, c, _ = self.run(tokens, layout, t[:, None], sdpa(), cond, cache, drop=drop)
         return rearrange(self._noisy_out(h, c, layout), "b (f n) d -> b f n d", f=Fr)
@@ -383,17 +452,18 @@ class VideoGPT(nn.Module):
         t: torch.Tensor,
         cond: torch.Tensor | None = None,
         t_clean: float = 1.0,
+        lengths: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
         """Reference path without a cache: ``denoise(noisy, t, prefill(history))`` recomputed in one pass.
 
-        ``history (B, W, F, N, D)`` clean clips (W may be 0), ``noisy (B, F, N, D)``, ``t (B,)``.
+        ``history (B, W, F, N, D)`` clean clips (W may be 0), or frames ``(B, T, N, D)`` cut by ``lengths``;
+        ``noisy (B, F', N, D)``, ``t (B,)``.
         """
-        B, Wc, Fr, N, _ = history.shape
-        layout = rollout_layout(Wc, Fr, N)
-        tokens = torch.cat(
-            [rearrange(history, "b k f n d -> b (k f n) d"), rearrange(noisy, "b f n d -> b (f n) d")], 1
-        )
-        t_seg = torch.cat([torch.full((B, Wc), float(t_clean), device=t.device), t[:, None]], dim=1)
+        hist, lengths = self._history_tokens(history, lengths)
+        B, Fr, N, _ = noisy.shape
+        layout = rollout_layout(len(lengths), _frames_arg(lengths + (Fr,)), N)
+        tokens = torch.cat([hist, rearrange(noisy, "b f n d -> b (f n) d")], 1)
+        t_seg = torch.cat([torch.full((B, len(lengths)), float(t_clean), device=t.device), t[:, None]], dim=1)
         attend = sdpa(mask_from_layout(layout).to(noisy.device))
         h, c, _ = self.run(tokens, layout, t_seg, attend, cond)
         return rearrange(self._noisy_out(h, c, layout), "b (f n) d -> b f n d", f=Fr)
@@ -404,31 +474,49 @@ class VideoGPT(nn.Module):
         """Add one clean clip ``(B, F, N, D)`` to the cache (it sees the history and its own earlier frames).
 
         The new clip is the last segment of :func:`~minivgpt.sequence.history_layout` with one more clip;
-        its queries take their rows of that layout's mask (keys: the cached history, then itself).
+        its queries take their rows of that layout's mask (keys: the cached history, then itself). Its F
+        may differ from the cached clips' lengths.
         """
         B, Fr, N, _ = clean.shape
-        k_idx = cache.num_clips if cache is not None else 0
-        full = history_layout(k_idx + 1, Fr, N)
+        lengths = (cache.lengths if cache is not None else ()) + (Fr,)
+        full = history_layout(len(lengths), _frames_arg(lengths), N)
         layout = full[-Fr * N :]
         attend = sdpa(mask_from_layout(full)[-Fr * N :].to(clean.device))
         t_seg = torch.full((B, 1), float(t_clean), device=clean.device)
         _, _, kvs = self.run(rearrange(clean, "b f n d -> b (f n) d"), layout, t_seg, attend, cond, cache)
         if cache is None:
-            return KVCache([k for k, _ in kvs], [v for _, v in kvs], 1, Fr)
+            return KVCache([k for k, _ in kvs], [v for _, v in kvs], lengths)
         keys = [torch.cat([a, k], dim=2) for a, (k, _) in zip(cache.keys, kvs)]
         values = [torch.cat([a, v], dim=2) for a, (_, v) in zip(cache.values, kvs)]
-        return KVCache(keys, values, k_idx + 1, Fr)
+        return KVCache(keys, values, lengths)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
 @lru_cache(maxsize=64)
-def _train_layout(K: int, Fr: int, N: int, drop: bool) -> TokenLayout:
+def _train_layout(K: int, Fr: int | tuple[int, ...], N: int, drop: bool) -> TokenLayout:
     return token_layout(K, Fr, N, drop)
 
 
-def _num_segments(layout: TokenLayout) -> int:
-    """Number of segments (contiguous runs of one clip copy) in a layout."""
+def _frames_arg(lengths: tuple[int, ...]) -> int | tuple[int, ...]:
+    """Clip lengths as the layouts take them: one int F when all clips are equal, else the tuple."""
+    return lengths[0] if len(set(lengths)) == 1 else lengths
+
+
+def _interleave_cut(noisy: torch.Tensor, clean: torch.Tensor, lengths: tuple[int, ...]) -> torch.Tensor:
+    """:func:`~minivgpt.sequence.interleave` for clips of unequal length: frames ``(B, T, N, D)`` cut by
+    ``lengths`` -> ``(B, 2*T*N, D)`` ordered noisy_0, clean_0, noisy_1, clean_1, ..."""
+    pairs = zip(noisy.split(lengths, dim=1), clean.split(lengths, dim=1))
+    return torch.cat([x for pair in pairs for x in pair], dim=1).flatten(1, 2)
+
+
+def _segments(layout: TokenLayout, device: torch.device) -> tuple[list[int], torch.Tensor | None]:
+    """Token counts of the segments (contiguous runs of one clip copy) of a layout, and the segment id of
+    every token ``(L,)`` on ``device`` when they differ (None when all segments are equally long)."""
     key = layout.clip * 2 + layout.is_noisy.long()
-    return int((key[1:] != key[:-1]).sum()) + 1
+    sizes = torch.unique_consecutive(key, return_counts=True)[1].tolist()
+    if len(set(sizes)) == 1:
+        return sizes, None
+    seg = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return sizes, seg.to(device)

@@ -19,6 +19,8 @@ Derived in notebooks/05 (§ rollout, § the KV cache); the paper's inference is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from tqdm.auto import tqdm
 
@@ -47,12 +49,15 @@ def rollout(
     cond: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    lengths: Sequence[int] | None = None,
+    frames_per_clip: int | None = None,
 ) -> torch.Tensor:
     """Generate ``num_clips`` clips after a clean context.
 
     Args:
         model: a :class:`VideoGPT` (put it in eval mode).
-        context: clean tokens ``(B, C, F, N, D)``, C >= 0 context clips (C = 0: unconditional start).
+        context: clean tokens ``(B, C, F, N, D)``, C >= 0 context clips (C = 0: unconditional start); or,
+            with ``lengths``, frames ``(B, T, N, D)`` cut into clips of unequal length.
         num_clips: clips to generate.
         steps: Euler steps per clip.
         window: the most recent clean clips the model sees (>= 1); at most :func:`max_window` of the
@@ -61,36 +66,67 @@ def rollout(
         cfg_scale: classifier-free guidance against the prediction without history (and condition).
         cond: optional class labels ``(B,)`` or embedding ``(B, W)``.
         generator: CPU generator for the starting noise of every clip (same seed -> same frames).
+        lengths: frames of each context clip (they sum to T) for a context of unequal clips.
+        frames_per_clip: frames F' of each generated clip; by default F (with ``lengths``, the length
+            of the last context clip). Only with ``lengths`` may it differ from the context's clips.
     Returns:
-        ``(B, C + num_clips, F, N, D)``: the context followed by the generated clips.
+        ``(B, C + num_clips, F, N, D)``: the context followed by the generated clips; with ``lengths``,
+        frames ``(B, T + num_clips * F', N, D)``.
     """
-    if context.ndim != 5:
-        raise ValueError(f"context must be clean tokens (B, C, F, N, D), got {tuple(context.shape)}")
+    if context.ndim != (4 if lengths is not None else 5):
+        want = "frames (B, T, N, D) with lengths" if lengths is not None else "clean tokens (B, C, F, N, D)"
+        raise ValueError(f"context must be {want}, got {tuple(context.shape)}")
     if window < 1 or num_clips < 0:
         raise ValueError(f"need window >= 1 and num_clips >= 0, got window={window}, num_clips={num_clips}")
+    if lengths is None:  # equal clips: the same clip list, stacked back at the end
+        clips = list(context.unbind(1))
+        F_ctx = context.shape[2]
+        if frames_per_clip not in (None, F_ctx):
+            raise ValueError(f"frames_per_clip={frames_per_clip} differs from the context's F={F_ctx}: pass lengths")
+    else:
+        lengths = [int(f) for f in lengths]
+        if sum(lengths) != context.shape[1] or any(f < 1 for f in lengths):
+            raise ValueError(f"lengths={lengths} must be >= 1 each and sum to the T={context.shape[1]} frames")
+        clips = list(context.split(lengths, dim=1))
+        F_ctx = lengths[-1] if lengths else None
     flow = RectifiedFlow()
-    B, _, Fr, N, D = context.shape
-    clips = list(context.unbind(1))
+    B, N, D = context.shape[0], context.shape[-2], context.shape[-1]
+    Fr = frames_per_clip or F_ctx
+    if Fr is None:
+        raise ValueError("an empty context with lengths=[] needs frames_per_clip")
+
+    def window_of(cs: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """The last ``window`` clips as frames ``(B, T_w, N, D)`` and their lengths."""
+        cs = cs[-window:]
+        return (torch.cat(cs, dim=1) if cs else context.new_zeros(B, 0, N, D)), tuple(c.shape[1] for c in cs)
+
+    def prefill_window():
+        """A KV cache of the window's clips: equal clips go the fast path, unequal ones with their lengths."""
+        frames, lens = window_of(clips)
+        return model.prefill(frames, cond, lengths=lens)
+
     # the unconditional branch drops the history and the class/text condition
     drop_all = torch.ones(B, dtype=torch.bool, device=context.device)
-    cache = model.prefill(context[:, -window:], cond) if use_cache and context.shape[1] else None
+    cache = prefill_window() if use_cache and clips else None
     bar = tqdm(range(num_clips), desc="rollout", unit="clip", disable=not progress)
     for _ in bar:
-        history = torch.stack(clips[-window:], dim=1) if clips else context[:, :0]
+        history, hist_lengths = window_of(clips)
         if use_cache:
             denoise = lambda x, t: model.denoise(x, t, cache, cond)  # noqa: E731, B023 (used in this iteration)
         else:
-            denoise = lambda x, t: model.denoise_uncached(history, x, t, cond)  # noqa: E731, B023
+            denoise = lambda x, t: model.denoise_uncached(history, x, t, cond, lengths=hist_lengths)  # noqa: E731, B023
         uncond = lambda x, t: model.denoise(x, t, None, cond, drop=drop_all)  # noqa: E731
         noise = torch.randn((B, Fr, N, D), generator=generator).to(context.device, context.dtype)
         new = flow.sample(denoise, noise, steps, cfg_scale, uncond if cfg_scale != 1.0 else None)
         clips.append(new)
         if use_cache:
             if len(clips) > window:  # the window slid: rebuild the cache from the window (exact)
-                cache = model.prefill(torch.stack(clips[-window:], dim=1), cond)
+                cache = prefill_window()
             else:
                 cache = model.append(cache, new, cond)
-    return torch.stack(clips, dim=1)
+    if lengths is None:
+        return torch.stack(clips, dim=1) if clips else context
+    return torch.cat(clips, dim=1) if clips else context
 
 
 def forecast(

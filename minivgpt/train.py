@@ -366,7 +366,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{loss_sum:.4f}", stage=f"{K}x{Fr}" if lengths is None else "+".join(map(str, Fr)))
         if diag is not None and (done % t.eval_every == 0 or done == t.steps):
-            rec = history_gain(model, *diag).to_record(done)
+            rec = history_gain(model, diag[0], cond=diag[1]).to_record(done)
             history.append(rec)
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")

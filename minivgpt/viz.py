@@ -414,3 +414,42 @@ def plot_curves(
     if title:
         ax.set_title(title, fontsize=10)
     return ax
+
+
+def plot_history_diagnostic(diag, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Clean-prediction error against diffusion time t, with the history (solid) and without it (dashed),
+    one color per clip index k >= 1 (clip 0 has no history), from a
+    :class:`~minivgpt.diagnostics.HistoryDiagnostic` or its ``metrics.jsonl`` record. The title gives the
+    history gain at t = 0 (error without history / error with it)."""
+    from .diagnostics import HistoryDiagnostic
+
+    d = diag if isinstance(diag, HistoryDiagnostic) else HistoryDiagnostic.from_record(diag)
+    ax = _new_ax(ax, figsize=(5, 3.5))
+    for k in range(1, d.err_with.shape[1]):
+        color = _clip_color(k)
+        ax.plot(d.t, _numpy(d.err_with[:, k]), "-o", color=color, ms=3, lw=1.2, label=f"clip {k}, with history")
+        ax.plot(d.t, _numpy(d.err_without[:, k]), "--", color=color, lw=1.0, label=f"clip {k}, alone")
+    ax.set_xlabel("diffusion time t (0 = pure noise)")
+    ax.set_ylabel("MSE of the clean prediction")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    step = f" at step {d.step}" if d.step is not None else ""
+    ax.set_title(title or f"history gain at t=0: {d.gain:.2f}x{step}", fontsize=10)
+    return ax
+
+
+def plot_history_gain(records: Sequence[Mapping] | str | os.PathLike, ax: Axes | None = None) -> Axes:
+    """The history gain at t = 0 over training steps, from metric records or a ``metrics.jsonl`` path
+    (the ``"type": "history"`` records that training writes with ``eval_every=``)."""
+    if isinstance(records, (str, os.PathLike)):
+        records = load_jsonl(records)
+    pts = [(r["step"], r["history_gain"]) for r in records if r.get("type") == "history"]
+    ax = _new_ax(ax, figsize=(5, 3.5))
+    if pts:
+        ax.plot(*zip(*pts), "-o", ms=3, lw=1.2)
+    ax.axhline(1.0, color="0.5", lw=0.8, ls=":")  # 1 = the history is ignored
+    ax.set_xlabel("step")
+    ax.set_ylabel("history gain at t = 0")
+    ax.grid(alpha=0.3)
+    return ax
