@@ -78,6 +78,20 @@ def atomic_write(
     return path
 
 
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON record as a line to ``path`` (a run's ``metrics.jsonl``), flushed to disk.
+
+    Appends, unlike :func:`atomic_write`: a crash can at worst cut the last line short, and a resumed run
+    rewrites the file atomically with the records up to its checkpoint.
+    """
+    import json
+
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     """Atomically write the checkpoint ``obj`` to ``path`` (the old file is kept as ``prev.pt`` beside it)."""
     return atomic_write(path, lambda f: torch.save(obj, f), keep_previous="prev.pt")

@@ -89,7 +89,7 @@ def _video_files(root: Path) -> tuple[list[str], list[str], list[tuple[str, str]
     return [str(p.relative_to(root)) for p in keep], subfolders or [root.name], skipped
 
 
-def _file_hash(path: str | Path) -> str:
+def file_hash(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -134,7 +134,7 @@ def plan(cfg: PrepareConfig) -> dict[str, Any]:
                 f"autoencoder={cfg.autoencoder} reads {ae.in_channels} channels, but {cfg.source} has {channels}"
             )
         clip_shape = [cfg.frames, *ae.latent_shape(cfg.image_size, cfg.image_size)]
-        ae_hash = _file_hash(cfg.autoencoder)
+        ae_hash = file_hash(cfg.autoencoder)
     config = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers", "progress", "overwrite")}
     if name != "bouncing_balls":
         config.pop("min_balls"), config.pop("max_balls")

@@ -24,17 +24,21 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, parse_stages
+from .config import Config, parse_stages, stage_frames
 from .diffusion import RectifiedFlow
 from .model import VideoGPT
 from .tokenizer import VideoTokenizer
 
 
-def max_window(cfg: Config) -> int:
-    """The largest rollout window for a model trained with ``cfg``: K - 1 clean clips, K the longest clip count
-    of its training stages (the noisy clip then sits at position K - 1, the last one training used)."""
+def max_window(cfg: Config, frames_per_clip: int | None = None) -> int:
+    """The largest rollout window for a model trained with ``cfg``, in clean clips of ``frames_per_clip``
+    frames (default ``cfg.train.frames_per_clip``): ``T // F - 1`` for the longest video of T frames in its
+    training stages, so the window plus the noisy clip spans at most the T frames training saw (for K x F
+    stages, K - 1: the noisy clip then sits at position K - 1, the last one training used)."""
     t = cfg.train
-    return max(1, max(k for k, _, _ in parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)) - 1)
+    F = frames_per_clip or t.frames_per_clip
+    longest = max(stage_frames(k, f) for k, f, _ in parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps))
+    return max(1, longest // F - 1)
 
 
 @torch.no_grad()

@@ -227,8 +227,7 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
         if done % cfg.log_every == 0 or done == cfg.steps or over:
             rec = {"step": done, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm, "wall_s": round(wall, 2)}
             records.append(rec)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            checkpoint.append_jsonl(out / "metrics.jsonl", rec)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if over:
             stopped_by = "minutes"

@@ -33,6 +33,7 @@ class VideoTokenizer(nn.Module):
         self.latent_shape = (c, h, w)
         self.grid = patch_grid(h, w, patch_size)
         self.token_dim = c * patch_size * patch_size
+        self.latent_inputs = False  # True: encode() receives latents (B, T, c, h, w) already (latent shards)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -40,7 +41,15 @@ class VideoTokenizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor, frames_per_clip: int) -> torch.Tensor:
-        """``(B, T, C, H, W)`` in [-1, 1] -> tokens ``(B, K, F, N, D)``."""
+        """``(B, T, C, H, W)`` in [-1, 1] -> tokens ``(B, K, F, N, D)``.
+
+        With ``latent_inputs`` set (training on latent shards of :mod:`minivgpt.prepare`) the input is the
+        autoencoder's latents ``(B, T, c, h, w)`` and only clips and patches are made.
+        """
+        if self.latent_inputs:
+            if tuple(video.shape[-3:]) != self.latent_shape:
+                raise ValueError(f"latents must be (B, T, {self.latent_shape}), got {tuple(video.shape)}")
+            return patchify(video_to_clips(video, frames_per_clip), self.patch_size)
         if video.shape[-1] != self.image_size or video.shape[-2] != self.image_size:
             raise ValueError(
                 f"frames must be {self.image_size}x{self.image_size} for this tokenizer, got {tuple(video.shape)}"

@@ -180,6 +180,18 @@ def check_resumable(saved: dict[str, Any], cfg: Config, out: Path) -> None:
         )
 
 
+def check_latent_shards(index: dict[str, Any], autoencoder: str) -> None:
+    """Latent shards must have been encoded by the autoencoder this run decodes with (same file bytes)."""
+    from .prepare import file_hash
+
+    want = index.get("config", {}).get("autoencoder_sha256")
+    if autoencoder == "identity" or not Path(autoencoder).is_file() or file_hash(autoencoder) != want:
+        raise ValueError(
+            f"these shards hold latents of another autoencoder than autoencoder={autoencoder!r}: pass the "
+            "autoencoder= file they were prepared with (python -m minivgpt.prepare ... autoencoder=PATH)"
+        )
+
+
 def all_finite(module: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
@@ -252,7 +264,10 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     torch.manual_seed(t.seed)
 
     dataset = build_dataset(cfg, max_frames, t.seed, split="train")
-    tokenizer = build_tokenizer(cfg, dataset[0]["video"].shape[1]).to(device)
+    tokenizer = build_tokenizer(cfg, getattr(dataset, "channels", None) or dataset[0]["video"].shape[1]).to(device)
+    if getattr(dataset, "latents", False):  # latent shards: the autoencoder already ran, once, in prepare
+        check_latent_shards(dataset.index, cfg.data.autoencoder)
+        tokenizer.latent_inputs = True
     model = build_model(cfg, tokenizer).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = optim.make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2))
@@ -362,14 +377,12 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
                 "tokens_per_s": tokens_seen / (time.perf_counter() - t0),
             }
             records.append(rec)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            checkpoint.append_jsonl(out / "metrics.jsonl", rec)
             bar.set_postfix(loss=f"{loss_sum:.4f}", stage=f"{K}x{Fr}" if lengths is None else "+".join(map(str, Fr)))
         if diag is not None and (done % t.eval_every == 0 or done == t.steps):
             rec = history_gain(model, diag[0], cond=diag[1]).to_record(done)
             history.append(rec)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            checkpoint.append_jsonl(out / "metrics.jsonl", rec)
         over_budget = budget_s < math.inf and _max_over_ranks(time.perf_counter() - t0, world, device) > budget_s
         if done % t.ckpt_every == 0 or done == t.steps or done == t.stop_after or over_budget:
             save(done)
@@ -378,8 +391,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             if rank == 0:
                 note = {"step": done, "stopped_by_budget_minutes": t.minutes}
                 records.append(note)
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(note) + "\n")
+                checkpoint.append_jsonl(out / "metrics.jsonl", note)
                 bar.write(f"time budget minutes={t.minutes} reached: stopped at step {done} of {t.steps}")
             break
         if done == t.stop_after:

@@ -59,3 +59,103 @@ def test_papermill_moving_mnist_full_path(tmp_path, monkeypatch):
     papermill.execute_notebook(str(NB08), str(tmp_path / "o.ipynb"), parameters=params, cwd=str(NB08.parent),
                                kernel_name="python3", progress_bar=False)
     assert (tmp_path / "run" / "last.pt").exists()
+
+
+# ----------------------------------------------------------------------------------------- exercises
+# Every exercise check must pass on the worked answer (also executed in notebooks/solutions/) and raise
+# ExerciseError on a wrong one, so no check passes whatever the learner writes.
+SOLUTIONS = sorted((Path(__file__).resolve().parent.parent / "notebooks" / "solutions").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[f"solutions/{p.stem}" for p in SOLUTIONS])
+def test_solution_notebook_runs(path, tmp_path, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("MINIVGPT_CI", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    papermill.execute_notebook(
+        str(path), str(tmp_path / path.name), cwd=str(path.parent), kernel_name="python3", progress_bar=False
+    )
+
+
+def test_every_chapter_with_exercises_has_solutions():
+    names = {p.stem for p in SOLUTIONS}
+    for chapter in ("02", "03", "04", "05", "08"):
+        assert any(n.startswith(chapter) for n in names), f"no solutions for notebook {chapter}"
+
+
+def _right_answers():
+    import torch
+
+    from minivgpt.masks import hierarchical_mask
+    from minivgpt.sequence import token_layout
+    from minivgpt.train import step_generator
+
+    def t_per_video(B, K, g):
+        return torch.rand(B, 1, generator=g).expand(B, K)
+
+    def leaky(K, F, N):
+        lay = token_layout(K, F, N)
+        n, c = lay.is_noisy, lay.clip
+        return hierarchical_mask(K, F, N) | (n[:, None] & n[None, :] & (c[None, :] < c[:, None]))
+
+    def indices(step, rank, world, size=100, batch=8):
+        idx = torch.randint(size, (batch,), generator=step_generator(0, step))
+        local = batch // world
+        return idx[rank * local : (rank + 1) * local].tolist()
+
+    return dict(
+        t_per_video=t_per_video,
+        leaky=leaky,
+        v_from_x=lambda xh, xt, t: (xh - xt) / (1 - t).reshape(-1, *[1] * (xh.ndim - 1)),
+        weight=lambda t: (1 - t) ** 2,
+        positions=lambda c, p, w: [list(range(max(0, k - w), k + 1)) for k in range(c, c + p)],
+        indices=indices,
+    )
+
+
+def test_exercise_checks_pass_right_and_reject_wrong_answers(capsys):
+    import torch
+
+    from minivgpt import notebook as nbk
+    from minivgpt.masks import hierarchical_mask
+
+    ok = _right_answers()
+    assert nbk.check_t_per_video(ok["t_per_video"], 2.0, num_clips=4) == pytest.approx(2.0, rel=0.2)
+    assert nbk.check_leaky_mask(ok["leaky"], False) > 1e-3
+    nbk.check_x_vs_v(ok["v_from_x"], ok["weight"])
+    nbk.check_guidance_sweep({1.0: 0.5, 1.5: 0.4, 3.0: 0.6}, 1.5, reference_mse=0.5)
+    nbk.check_window_positions(ok["positions"], 1)
+    nbk.check_rank_indices(ok["indices"])
+    wrong = [
+        lambda: nbk.check_t_per_video(lambda B, K, g: torch.rand(B, K, generator=g), 2.0),  # per clip, not per video
+        lambda: nbk.check_t_per_video(ok["t_per_video"], 1.0),  # wrong ratio
+        lambda: nbk.check_leaky_mask(lambda K, F, N: hierarchical_mask(K, F, N), False),  # the unchanged mask
+        lambda: nbk.check_leaky_mask(ok["leaky"], True),  # "still exact"
+        lambda: nbk.check_x_vs_v(lambda xh, xt, t: xh - xt, ok["weight"]),
+        lambda: nbk.check_x_vs_v(ok["v_from_x"], lambda t: 1 - t),
+        lambda: nbk.check_guidance_sweep({1.0: 0.5, 1.5: 0.4, 3.0: 0.6}, 3.0, reference_mse=0.5),
+        lambda: nbk.check_guidance_sweep({1.0: 0.7, 1.5: 0.4, 3.0: 0.6}, 1.5, reference_mse=0.5),
+        lambda: nbk.check_window_positions(lambda c, p, w: [list(range(k + 1)) for k in range(c, c + p)], 1),
+        lambda: nbk.check_window_positions(ok["positions"], 0),
+        lambda: nbk.check_rank_indices(lambda step, rank, world: ok["indices"](step, 0, world)),
+    ]
+    for i, call in enumerate(wrong):
+        with pytest.raises(nbk.ExerciseError):
+            call()
+            pytest.fail(f"wrong answer {i} was accepted")
+    assert nbk.check_x_vs_v(None, None) is None  # not attempted: says so, raises nothing
+    assert "not attempted" in capsys.readouterr().out
+
+
+def test_notebook08_parameters_are_the_config():
+    """The parameters cell of notebook 08 names every config key exactly once, and nothing else."""
+    import ast
+    import json
+
+    from minivgpt.config import valid_keys
+
+    cells = json.loads(NB08.read_text())["cells"]
+    src = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    names = [t.id for node in ast.parse(src).body if isinstance(node, ast.Assign) for t in node.targets]
+    assert sorted(names) == sorted(valid_keys()), set(names) ^ set(valid_keys())

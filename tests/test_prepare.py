@@ -186,3 +186,24 @@ def test_command_line(tmp_path, capsys):
         prep.main(["moving_glyphs", f"out={tmp_path / 't'}", "frame=2"])
     with pytest.raises(ValueError, match="unknown dataset"):
         prep.main(["moving_glyph", f"out={tmp_path / 't'}"])
+
+
+def test_training_on_latent_shards_skips_the_autoencoder_and_checks_it(tmp_path):
+    """Latent shards train like the source with the same autoencoder (up to fp16 rounding of the latents),
+    and refuse an autoencoder they were not prepared with."""
+    torch.manual_seed(0)
+    ae = build_autoencoder("conv", channels=1, latent_channels=2, hidden=8, downsample=4)
+    save_autoencoder(ae, tmp_path / "ae.pt")
+    prep.prepare("moving_glyphs", tmp_path / "s", frames=4, image_size=SIZE, num_samples=16, val_samples=4,
+                 autoencoder=str(tmp_path / "ae.pt"), workers=1, progress=False)
+    common = {**TINY, "patch_size": 2, "image_size": SIZE, "autoencoder": str(tmp_path / "ae.pt"), "steps": 2,
+              "num_samples": 16}
+    a = train(common, data=f"shards:{tmp_path / 's'}", out=str(tmp_path / "a"))
+    b = train(common, data="moving_glyphs", out=str(tmp_path / "b"))
+    assert a.tokenizer.latent_inputs and not b.tokenizer.latent_inputs
+    assert [r["loss"] for r in a.records] == pytest.approx([r["loss"] for r in b.records], rel=1e-2)
+    torch.manual_seed(1)
+    save_autoencoder(build_autoencoder("conv", channels=1, latent_channels=2, hidden=8, downsample=4),
+                     tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="latents of another autoencoder"):
+        train(common, data=f"shards:{tmp_path / 's'}", autoencoder=str(tmp_path / "other.pt"), out=str(tmp_path / "c"))

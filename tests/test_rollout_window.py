@@ -33,6 +33,12 @@ def test_max_window_is_clips_minus_one(K):
     assert max_window(from_params({"clips": 2, "stages": f"1x1:5,{K}x2:*", "steps": 10})) == K - 1
 
 
+def test_max_window_of_random_cuts_counts_frames():
+    # 16 frames cut at random into clips of 1-4 frames; rolled out in clips of 2 frames: 7 clean + 1 noisy = 16
+    cfg = from_params({"frames_per_clip": 2, "stages": "16x1:5,16/1-4:*", "steps": 10})
+    assert max_window(cfg) == 7 and max_window(cfg, frames_per_clip=4) == 3
+
+
 def test_rollout_stays_inside_training_positions():
     K = 3
     # training: noisy clips sit at clip positions 0..K-1
