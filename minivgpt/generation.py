@@ -1,0 +1,207 @@
+"""Generation transfer: continue training the pretrained backbone with a condition, then sample from it.
+
+Derived in notebooks/06 (§2 the condition, §3 image animation, §4 one fine-tuning run, §6-9 sampling).
+
+- **class-to-video** and **text-to-video**: a :class:`Conditioner` maps a class label or a caption to an
+  embedding ``(B, W)`` that :class:`~minivgpt.model.VideoGPT` adds to the adaLN conditioning of every
+  segment (the model's ``cond``). Captions are read by a :class:`~minivgpt.captions.CaptionEncoder`.
+  Both kinds of condition are trained in one run (each sample draws one). The null condition is the zero
+  embedding: the model substitutes it for the samples whose condition is dropped (classifier-free
+  guidance in training) and in the rollout's unconditional branch.
+- **image animation**: a single clean frame is the context. The model has a fixed ``frames_per_clip`` F,
+  so the frame is repeated F times into one static context clip (:func:`image_context`); fine-tuning shows
+  the model videos whose first clip is their first frame repeated, followed by the true frames 1, 2, ...
+  (:func:`animation_video`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from . import optim
+from .captions import CaptionEncoder
+from .diffusion import RectifiedFlow
+from .model import VideoGPT
+from .rollout import rollout
+from .tokenizer import VideoTokenizer
+
+
+class Conditioner(nn.Module):
+    """Class labels or captions -> the model's condition embedding ``(B, width)``; zero = no condition.
+
+    Args:
+        num_classes: label set size (a class embedding table, zero-initialised).
+        vocab_size: caption vocabulary size (a :class:`~minivgpt.captions.CaptionEncoder`, zero-initialised
+            output), so a fresh conditioner leaves the pretrained backbone unchanged.
+        width: the backbone width W.
+    """
+
+    def __init__(self, num_classes: int, vocab_size: int, width: int, text_dim: int = 128):
+        super().__init__()
+        self.class_emb = nn.Embedding(num_classes, width)
+        nn.init.zeros_(self.class_emb.weight)
+        self.text = CaptionEncoder(vocab_size, width, text_dim, zero_init=True)
+
+    def forward(
+        self,
+        labels: torch.Tensor | None = None,
+        ids: torch.Tensor | None = None,
+        use_text: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Embeddings ``(B, W)`` of labels ``(B,)`` and/or caption ids ``(B, L)``.
+
+        With both, ``use_text (B,)`` bool picks the caption per sample.
+        """
+        if labels is None and ids is None:
+            raise ValueError("Conditioner needs labels (B,) or caption ids (B, L)")
+        if ids is None:
+            return self.class_emb(labels)
+        if labels is None:
+            return self.text(ids)
+        if use_text is None:
+            raise ValueError("with both labels and caption ids, pass use_text (B,) bool to pick one per sample")
+        return torch.where(use_text[:, None], self.text(ids), self.class_emb(labels))
+
+
+# ----------------------------------------------------------------------------------------- image animation
+def animation_video(video: torch.Tensor, frames_per_clip: int) -> torch.Tensor:
+    """``(B, T, C, H, W)`` -> the same length with the first frame repeated F times up front.
+
+    Frames ``[x0, x0, .., x0 (F times), x1, x2, ...]`` (cut to T): the first clip is a still image, the
+    following clips continue the real motion from frame 1, so a model trained on these learns to animate
+    a single frame.
+    """
+    T = video.shape[1]
+    lead = video[:, :1].expand(-1, frames_per_clip - 1, -1, -1, -1)
+    return torch.cat([lead, video], dim=1)[:, :T]
+
+
+def image_context(tokenizer: VideoTokenizer, frames: torch.Tensor, frames_per_clip: int) -> torch.Tensor:
+    """One frame per sample ``(B, C, H, W)`` -> a static context clip of tokens ``(B, 1, F, N, D)``."""
+    clip = frames[:, None].expand(-1, frames_per_clip, -1, -1, -1)
+    return tokenizer.encode(clip.contiguous(), frames_per_clip)
+
+
+# ----------------------------------------------------------------------------------------- fine-tuning
+@dataclass
+class FinetuneResult:
+    model: VideoGPT
+    conditioner: Conditioner
+    records: list[dict] = field(default_factory=list)
+
+
+def finetune_conditional(
+    model: VideoGPT,
+    tokenizer: VideoTokenizer,
+    videos: torch.Tensor,
+    labels: torch.Tensor,
+    caption_ids: torch.Tensor,
+    num_classes: int,
+    vocab_size: int,
+    steps: int = 300,
+    batch_size: int = 16,
+    clips: int = 2,
+    frames_per_clip: int = 2,
+    lr: float = 5e-4,
+    warmup: int = 20,
+    min_lr_ratio: float = 0.1,
+    weight_decay: float = 0.1,
+    text_prob: float = 0.5,
+    animate_prob: float = 0.25,
+    cond_drop: float = 0.1,
+    history_noise: float = 0.9,
+    cond_lr_mult: float = 10.0,
+    seed: int = 0,
+    log_every: int = 10,
+) -> FinetuneResult:
+    """Continue training a copy of ``model`` with class/text conditions and image-animation samples.
+
+    Every step draws ``batch_size`` videos from the bank ``videos (M, T, C, H, W)`` with a random crop of
+    ``clips * frames_per_clip`` frames; each sample is conditioned on its caption (prob ``text_prob``) or
+    its label, and with prob ``animate_prob`` becomes an :func:`animation_video`. The loss is
+    :meth:`RectifiedFlow.loss` (condition dropped with prob ``cond_drop``: the model uses the zero
+    embedding). AdamW with warmup + cosine decay (:func:`minivgpt.optim.make_optimizer`,
+    :func:`minivgpt.optim.lr_at`); the new conditioner learns at ``cond_lr_mult`` times the backbone's rate,
+    without weight decay (it starts from zero).
+
+    Args:
+        labels: ``(M,)`` long; caption_ids: ``(M, L)`` from :meth:`~minivgpt.captions.Vocabulary.encode`.
+    Returns:
+        the fine-tuned model copy (eval mode), the trained :class:`Conditioner`, and ``{"step", "loss"}``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = copy.deepcopy(model).train().requires_grad_(True)
+    cond_net = Conditioner(num_classes, vocab_size, model.cfg.width)
+    both = nn.ModuleList([net, cond_net])
+    opt = optim.make_optimizer(
+        net, lr, weight_decay, extra_groups=[{"params": cond_net, "lr_scale": cond_lr_mult, "weight_decay": 0.0}]
+    )
+    flow = RectifiedFlow(history_noise, "uniform", cond_drop)
+    n_frames = clips * frames_per_clip
+    T = videos.shape[1]
+    if T < n_frames:
+        raise ValueError(f"videos have {T} frames; clips * frames_per_clip = {n_frames} needs at least that many")
+    records, run = [], 0.0
+    for step in range(steps):
+        idx = torch.randint(len(videos), (batch_size,), generator=g)
+        start = torch.randint(T - n_frames + 1, (batch_size,), generator=g)
+        video = torch.stack([videos[i, s : s + n_frames] for i, s in zip(idx.tolist(), start.tolist())])
+        anim = torch.rand(batch_size, generator=g) < animate_prob
+        video = torch.where(anim[:, None, None, None, None], animation_video(video, frames_per_clip), video)
+        use_text = torch.rand(batch_size, generator=g) < text_prob
+        x = tokenizer.encode(video, frames_per_clip)
+        optim.set_lr(opt, optim.lr_at(step, lr, steps, warmup, min_lr_ratio))
+        cond = cond_net(labels[idx], caption_ids[idx], use_text)
+        loss = flow.loss(net, x, cond, generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(both.parameters(), 1.0)
+        opt.step()
+        run = loss.item() if step == 0 else 0.9 * run + 0.1 * loss.item()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            records.append({"step": step + 1, "loss": loss.item(), "loss_smooth": run})
+    return FinetuneResult(net.eval().requires_grad_(False), cond_net.eval().requires_grad_(False), records)
+
+
+# ----------------------------------------------------------------------------------------- sampling
+@torch.no_grad()
+def generate(
+    model: VideoGPT,
+    cond: torch.Tensor | None,
+    num_clips: int,
+    frames_per_clip: int,
+    batch: int | None = None,
+    context: torch.Tensor | None = None,
+    steps: int = 20,
+    cfg_scale: float = 1.0,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Conditional rollout: ``num_clips`` new clips (tokens ``(B, C + num_clips, F, N, D)``).
+
+    Without ``context`` generation starts from nothing (C = 0), so the first clip comes from the condition
+    alone. ``cfg_scale`` is classifier-free guidance against the prediction without history and condition.
+    """
+    if context is None:
+        if cond is None and batch is None:
+            raise ValueError("generate without context or cond needs batch= (how many videos)")
+        B = batch if cond is None else cond.shape[0]
+        context = torch.zeros(B, 0, frames_per_clip, model.tokens_per_frame, model.in_dim)
+    g = torch.Generator().manual_seed(seed)
+    return rollout(model, context, num_clips, steps=steps, cfg_scale=cfg_scale, cond=cond, generator=g)
+
+
+@torch.no_grad()
+def predict_mean(model: VideoGPT, context: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """One-step clean prediction of the next clip from pure noise (t = 0): ``(B, F, N, D)``.
+
+    Under an MSE loss this is the model's estimate of the posterior mean of the next clip, i.e. the
+    MSE-optimal point forecast (blurry where the future is uncertain), unlike a sample.
+    """
+    B, _, Fr, N, D = context.shape
+    cache = model.prefill(context, cond)
+    return model.denoise(torch.zeros(B, Fr, N, D), torch.zeros(B), cache, cond)
