@@ -4,6 +4,9 @@
 bench JSON, GIFs): a temporary file in the same folder, flushed to disk, renamed onto the target, and the
 folder synced, so a crash at any moment leaves either the old file or the new one, never half of one.
 ``save`` also keeps the previous good checkpoint as ``prev.pt`` beside ``last.pt``.
+Sharded checkpoints (``parallel=fsdp``, written by :mod:`minivgpt.parallel`) keep the same guarantee for
+a folder: it is written under a temporary name, renamed, and committed by atomically rewriting ``last.json``
+(the old one kept as ``prev.json``), so the folder ``last.json`` names is always complete.
 
 Derived in notebooks/08 (§ resume after a kill).
 """
@@ -11,7 +14,9 @@ Derived in notebooks/08 (§ resume after a kill).
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -127,3 +132,54 @@ def load_latest(folder: str | os.PathLike, map_location: str | torch.device = "c
             raise
         warnings.warn(f"{e}; falling back to the previous good checkpoint {prev}", stacklevel=2)
         return load(prev, map_location)
+
+
+# ----------------------------------------------------------------------------------------- sharded checkpoints
+SHARDED = "ckpt_fsdp"  # a run's folder of sharded checkpoints: last.json, prev.json, one sub-folder per save
+
+
+def commit_folder(tmp: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Make the complete folder ``tmp`` the latest sharded checkpoint of the folder that holds it.
+
+    ``tmp`` is renamed to a fresh ``step_XXXXXXXX`` beside it; then ``last.json`` (``record`` plus
+    ``"folder"``, that name) is written atomically with the old one kept as ``prev.json``. That write is the
+    commit: a crash before it leaves the previous checkpoint the latest, and a crash at any moment leaves a
+    ``last.json`` or ``prev.json`` that names a complete folder. Folders named by neither are then deleted.
+    Returns the new folder.
+    """
+    tmp = Path(tmp)
+    root = tmp.parent
+    name = base = f"step_{int(record['step']):08d}"
+    n = 0
+    while (root / name).exists():  # the same step saved again (e.g. after a fallback): never touch the old one
+        n += 1
+        name = f"{base}.{n}"
+    _fsync_dir(tmp)
+    os.replace(tmp, root / name)
+    _fsync_dir(root)
+    atomic_write(root / "last.json", json.dumps({**record, "folder": name}), keep_previous="prev.json")
+    keep = {rec["folder"] for _, rec in sharded_latest(root)}
+    for child in root.iterdir():
+        if child.is_dir() and child.name not in keep:
+            shutil.rmtree(child, ignore_errors=True)
+    return root / name
+
+
+def sharded_latest(root: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
+    """The committed sharded checkpoints in ``root`` (``OUT/ckpt_fsdp``), newest first: ``(folder, record)``
+    for ``last.json`` then ``prev.json``, each only if its json reads and its folder exists (empty if none)."""
+    root = Path(root)
+    found = []
+    for pointer in ("last.json", "prev.json"):
+        path = root / pointer
+        if not path.exists():
+            continue
+        try:
+            rec = json.loads(path.read_text())
+            folder = root / rec["folder"]
+        except (ValueError, KeyError, TypeError) as e:
+            warnings.warn(f"{path} is unreadable ({type(e).__name__}: {e}); skipping it", stacklevel=2)
+            continue
+        if folder.is_dir() and all(folder != f for f, _ in found):
+            found.append((folder, rec))
+    return found

@@ -72,6 +72,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on CUDA; on CPU only where measured faster than fp32) | bf16 | off
     compile: bool = False
+    parallel: str = "ddp"  # ddp | fsdp: under torchrun, replicate the model (DDP) or shard it (FSDP2, sharded
+    #                        checkpoints in out/ckpt_fsdp); one process ignores ddp, fsdp needs torchrun
     resume: bool = False  # continue the run in `out` (no checkpoint there: warns and starts at step 0)
     overwrite: bool = False  # allow a fresh run (resume=false) to replace the run already in `out`
     minutes: float = 0.0  # wall-clock budget (0 = none): the lr anneals by steps or time, whichever is further
@@ -345,6 +347,7 @@ _CHOICES = {
     "attention": ("auto", "dense", "mask_aware", "flex"),
     "t_sampling": ("uniform", "logit_normal"),
     "amp": ("auto", "bf16", "off"),
+    "parallel": ("ddp", "fsdp"),
 }
 
 

@@ -2,7 +2,9 @@
 
 The same :func:`train` is what notebooks call. One process, or ``torchrun --nproc_per_node N`` (DDP:
 gloo on CPU, nccl on GPU); ``batch_size`` is the global batch and each rank takes its slice, so N
-processes see the same samples and the same noise per step as one process.
+processes see the same samples and the same noise per step as one process. ``parallel=fsdp`` shards the
+model, EMA and optimizer over the ranks instead of replicating them (:mod:`minivgpt.parallel`), with sharded
+checkpoints in ``OUT/ckpt_fsdp`` and the full weights in ``OUT/last.pt`` for everything that loads a run.
 
 Every step is a pure function of ``(seed, step)``: the batch indices, temporal crops and all diffusion
 noise are drawn from a generator seeded with both. With atomic checkpoints that hold the model, EMA,
@@ -25,6 +27,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -36,7 +39,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from . import checkpoint, optim
+from . import checkpoint, optim, parallel
 from .autoencoder import IdentityAutoencoder, load_autoencoder
 from .config import Config, RandomCut, from_params, parse_cli, parse_stages, stage_frames, valid_keys
 from .data import make_dataset, video_batch
@@ -61,6 +64,7 @@ RESUMABLE_CHANGES = frozenset(
 
 @dataclass
 class TrainResult:
+    # under parallel=fsdp, model and ema are this rank's sharded modules; train.load_run(out) gives full ones
     model: VideoGPT  # raw weights
     ema: VideoGPT  # EMA weights (use these to sample)
     tokenizer: VideoTokenizer
@@ -141,21 +145,27 @@ def sample_batch(dataset, step: int, batch_size: int, num_frames: int, seed: int
 
 
 # ----------------------------------------------------------------------------------------- distributed
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun."""
+def dist_info(parallel: str = "ddp") -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun (``parallel=fsdp``: always)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    if parallel == "fsdp" and "MASTER_ADDR" not in os.environ and not dist.is_initialized():
+        raise ValueError(
+            "parallel=fsdp shards the model over torchrun processes: run python -m torch.distributed.run "
+            "--nproc_per_node N -m minivgpt.train ... parallel=fsdp (or use parallel=ddp in one process)"
+        )
+    if (world > 1 or parallel == "fsdp") and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    return (dist.get_rank(), world) if dist.is_initialized() else (0, 1)
 
 
 def prepare_out(out: Path, resume: bool, overwrite: bool, delete: bool = True) -> None:
     """Refuse to overwrite a run by accident; say so when ``resume`` finds nothing to resume."""
-    has_run = any((out / name).exists() for name in ("last.pt", "prev.pt", "metrics.jsonl"))
-    if resume and not (out / "last.pt").exists() and not (out / "prev.pt").exists():
+    has_ckpt = any((out / name).exists() for name in ("last.pt", "prev.pt", checkpoint.SHARDED))
+    has_run = has_ckpt or (out / "metrics.jsonl").exists()
+    if resume and not has_ckpt:
         warnings.warn(f"resume=true but {out} holds no checkpoint: starting a new run at step 0", stacklevel=3)
     elif not resume and has_run:
         if not overwrite:
@@ -163,9 +173,10 @@ def prepare_out(out: Path, resume: bool, overwrite: bool, delete: bool = True) -
                 f"{out} already holds a run (last.pt / metrics.jsonl). Continue it with resume=true, replace it "
                 f"with overwrite=true, or choose another out="
             )
-        for name in ("last.pt", "prev.pt", "metrics.jsonl"):
-            if delete:
+        if delete:
+            for name in ("last.pt", "prev.pt", "metrics.jsonl"):
                 (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / checkpoint.SHARDED, ignore_errors=True)
 
 
 def check_resumable(saved: dict[str, Any], cfg: Config, out: Path) -> None:
@@ -194,6 +205,35 @@ def check_latent_shards(index: dict[str, Any], autoencoder: str) -> None:
 
 def all_finite(module: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def load_resume(
+    out: Path, cfg: Config, model: VideoGPT, ema: VideoGPT, opt: torch.optim.Optimizer, device: torch.device
+) -> dict[str, Any] | None:
+    """Load the run in ``out`` into ``model``, ``ema`` and ``opt`` (sharded ones from ``OUT/ckpt_fsdp`` under
+    ``parallel=fsdp``); returns the checkpoint's record (step, config), or None when there is none."""
+    fsdp = cfg.train.parallel == "fsdp"
+    found = checkpoint.sharded_latest(out / checkpoint.SHARDED)
+    ckpt = None if fsdp else checkpoint.load_latest(out, map_location=device)
+    saved = [rec["config"] for _, rec in found] if fsdp else [ckpt["config"]] if ckpt is not None else []
+    if not saved and (found or (out / "last.pt").exists() or (out / "prev.pt").exists()):
+        other = "ddp" if fsdp else "fsdp"
+        raise ValueError(
+            f"cannot resume {out}: it holds a parallel={other} run; resume it with parallel={other}"
+            + (" under torchrun" if other == "fsdp" else "")
+        )
+    for config in saved:
+        check_resumable(config, cfg, out)
+    if fsdp:
+        record = parallel.load_sharded(found, model, ema, opt)
+        if record is None and found:
+            raise checkpoint.CheckpointError(f"no sharded checkpoint in {out / checkpoint.SHARDED} could be read")
+        return record
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+    return ckpt
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -249,7 +289,8 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     else:
         cfg = from_params({**(cfg or {}), **overrides})
     t = cfg.train
-    rank, world = dist_info()
+    rank, world = dist_info(t.parallel)
+    fsdp = t.parallel == "fsdp"
     if t.batch_size % (world * t.grad_accum):
         raise ValueError(
             f"batch_size={t.batch_size} must be divisible by world size {world} x grad_accum {t.grad_accum}"
@@ -268,26 +309,29 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     if getattr(dataset, "latents", False):  # latent shards: the autoencoder already ran, once, in prepare
         check_latent_shards(dataset.index, cfg.data.autoencoder)
         tokenizer.latent_inputs = True
-    model = build_model(cfg, tokenizer).to(device)
+    model = build_model(cfg, tokenizer)
     ema = copy.deepcopy(model).requires_grad_(False)
+    if fsdp:  # shard the weights and, alike, the EMA, block by block on the way to the device
+        parallel.wrap_model(model, device, bf16=use_bf16 and device.type == "cuda")
+        parallel.wrap_model(ema, device)
+    else:
+        model, ema = model.to(device), ema.to(device)
     opt = optim.make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2))
     flow = RectifiedFlow(cfg.diffusion.history_noise, cfg.diffusion.t_sampling, cfg.diffusion.cond_drop)
     out = Path(t.out)
     start, records, history = 0, [], []
     prepare_out(out, t.resume, t.overwrite, delete=rank == 0)
+    if world > 1:  # every rank has checked the folder before rank 0 writes to it
+        dist.barrier()
     if t.resume:
-        ckpt = checkpoint.load_latest(out, map_location=device)
+        ckpt = load_resume(out, cfg, model, ema, opt, device)
         if ckpt is not None:
-            check_resumable(ckpt["config"], cfg, out)
-            model.load_state_dict(ckpt["model"])
-            ema.load_state_dict(ckpt["ema"])
-            opt.load_state_dict(ckpt["optimizer"])
             start = int(ckpt["step"])
             saved = _read_records(out / "metrics.jsonl", upto=start)
             records = [r for r in saved if r.get("type") != "history"]
             history = [r for r in saved if r.get("type") == "history"]
     net = model
-    if world > 1:
+    if world > 1 and not fsdp:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -296,10 +340,20 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_records(out / "metrics.jsonl", sorted(records + history, key=lambda r: r.get("step", 0)))
-    diag = history_data(cfg, stages, tokenizer, device) if t.eval_every and rank == 0 else None
+    # the history diagnostic runs the model: under FSDP every rank takes part (rank 0 records it)
+    diag = history_data(cfg, stages, tokenizer, device) if t.eval_every and (rank == 0 or fsdp) else None
 
     def save(step: int) -> None:
-        if rank == 0:
+        if fsdp:
+            if not parallel.all_finite(model, ema):
+                raise NonFiniteLoss(f"weights are not finite at step {step}; the checkpoints were not overwritten")
+            full = {"model": parallel.full_weights(model), "ema": parallel.full_weights(ema)}
+            record = {"step": step, "config": cfg.to_params(), "channels": tokenizer.channels}
+            parallel.save_sharded(out / checkpoint.SHARDED, model, ema, opt, record)
+            if rank == 0:  # full weights (no optimizer) for load_run, evaluate and notebooks
+                checkpoint.save({**full, **record}, out / "last.pt")
+            dist.barrier()
+        elif rank == 0:
             if not (all_finite(model) and all_finite(ema)):  # never write non-finite weights as "last good"
                 raise NonFiniteLoss(f"weights are not finite at step {step}; {out / 'last.pt'} was not overwritten")
             checkpoint.save(
@@ -344,8 +398,10 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             sl = slice(m * micro, (m + 1) * micro)
             x, r = x_local[sl], {k: v[sl] for k, v in rand.items()}
             cond = labels[sl].to(device) if cfg.model.num_classes > 0 else None
-            last = m == t.grad_accum - 1  # DDP all-reduces gradients only on the last micro-batch
-            ctx = net.no_sync() if world > 1 and not last else contextlib.nullcontext()
+            last = m == t.grad_accum - 1  # DDP all-reduces (FSDP reduce-scatters) only on the last micro-batch
+            ctx = net.no_sync() if world > 1 and not last and not fsdp else contextlib.nullcontext()
+            if fsdp:
+                model.set_requires_gradient_sync(last)
             with ctx, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = flow.loss(net, x, cond, r, lengths=lengths) / t.grad_accum
             loss.backward()
@@ -381,8 +437,9 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
             bar.set_postfix(loss=f"{loss_sum:.4f}", stage=f"{K}x{Fr}" if lengths is None else "+".join(map(str, Fr)))
         if diag is not None and (done % t.eval_every == 0 or done == t.steps):
             rec = history_gain(model, diag[0], cond=diag[1]).to_record(done)
-            history.append(rec)
-            checkpoint.append_jsonl(out / "metrics.jsonl", rec)
+            if rank == 0:
+                history.append(rec)
+                checkpoint.append_jsonl(out / "metrics.jsonl", rec)
         over_budget = budget_s < math.inf and _max_over_ranks(time.perf_counter() - t0, world, device) > budget_s
         if done % t.ckpt_every == 0 or done == t.steps or done == t.stop_after or over_budget:
             save(done)
