@@ -30,6 +30,10 @@ from .notebook import runs_dir
 from .rollout import forecast, max_window
 from .train import build_dataset, train
 
+# The recipe, measured on the demo's own data (fp32, 64 held-out videos, 4-frame horizon, MSE / copy-last):
+# 700 steps of batch 32, lr 1e-3: 0.83; 1,400 steps of batch 16, lr 1e-3: 0.60; the same with lr 2e-3 and
+# 100 warmup steps: 0.57 (and below constant velocity). Same samples seen, so more, smaller steps win
+# within the budget. On a 2-core CPU without bf16 units about 1,200-1,500 steps fit in `minutes`.
 DEFAULTS = dict(
     data="bouncing_balls",
     image_size=32,
@@ -40,10 +44,10 @@ DEFAULTS = dict(
     heads=4,
     clips=4,
     frames_per_clip=2,
-    batch_size=32,
+    batch_size=16,
     steps=1500,
-    lr=1e-3,
-    warmup=50,
+    lr=2e-3,
+    warmup=100,
     ema_decay=0.995,
     ckpt_every=100,
     log_every=20,

@@ -1,0 +1,41 @@
+"""`make demo` end to end on a tiny budget: the report, the baselines, the pictures, the run-folder rules."""
+
+import json
+
+import pytest
+from tiny import TINY
+
+from minivgpt import demo
+
+TINY_DEMO = {**TINY, "steps": 3, "max_balls": 1, "eval_videos": 4, "sample_steps": 2, "log_every": 1}
+
+
+def _argv(**extra):
+    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in {**TINY_DEMO, **extra}.items()]
+
+
+def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
+    report = demo.main(_argv(out=tmp_path / "d"))
+    saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    for row in ("model", "copy_last", "linear", "background", "constant_velocity"):
+        assert {"mse", "psnr", "ssim", "motion_iou"} <= set(saved[row])
+    assert saved["precision"] in ("fp32", "bf16") and saved["cpu_capability"]
+    assert saved["steps_done"] == 3 and saved["stopped_by_budget"] is False
+    assert saved["window"] == TINY["clips"] - 1 and saved["horizon_frames"] == 2 * TINY["frames_per_clip"]
+    assert (tmp_path / "d" / "rollout.png").stat().st_size > 0 and (tmp_path / "d" / "rollout.gif").exists()
+    out = capsys.readouterr().out
+    assert "constant_velocity" in out and "Trained 3 of 3 steps" in out
+
+
+def test_demo_with_out_refuses_to_overwrite_a_run(tmp_path):
+    demo.main(_argv(out=tmp_path / "d"))
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        demo.main(_argv(out=tmp_path / "d"))
+    demo.main(_argv(out=tmp_path / "d", overwrite=True))
+
+
+def test_demo_time_budget_is_printed_and_recorded(tmp_path, capsys):
+    report = demo.main(_argv(out=tmp_path / "d", steps=10_000, minutes=1e-4))
+    assert report["stopped_by_budget"] and report["steps_done"] < 10_000
+    assert "stopped by the 0.0001-minute budget" in capsys.readouterr().out
