@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Notebooks run in CI with tiny parameters (see tests/test_notebooks.py).
 export MINIVGPT_CI ?= 1
 
-.PHONY: demo test lab figures bench lint clean
+.PHONY: demo test lab figures bench lint book clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,5 +33,11 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check minivgpt tests scripts
 
+# The notebooks executed with their CI parameters as a static site (book/conf.py); jupyter-cache re-executes
+# only the notebooks whose code changed. Open book/_build/html/index.html.
+book: $(STAMP)
+	$(BIN)/sphinx-build -q -b html -c book . book/_build/html 2>&1 | { grep -v "Kernel is running over TCP" || true; }
+	@echo "book: book/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache book/_build

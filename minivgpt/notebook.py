@@ -254,6 +254,36 @@ def check_x_vs_v(v_from_x: Any, loss_weight: Any) -> None:
     )
 
 
+def check_history_mse(history_mse: Any) -> dict[float, float] | None:
+    """Notebook 04, exercise 2. ``history_mse(history_noise, x_var)``: the expected per-element squared distance
+    between the history the model reads in training (clean clips noised to ``t_clean ~ U(history_noise, 1)``
+    with unit Gaussian noise) and the clean clips, for clean tokens of mean 0 and variance ``x_var``. Checked
+    against the library's draw (``RectifiedFlow.draw`` and ``add_noise``); returns the measured values."""
+    if _pending(history_mse):
+        return None
+    from .diffusion import RectifiedFlow, add_noise
+
+    measured = {}
+    for h, x_var in ((1.0, 1.0), (0.9, 1.0), (0.9, 0.25), (0.5, 1.0)):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(4096, 2, 1, 1, 8, generator=g) * x_var**0.5
+        r = RectifiedFlow(history_noise=h).draw(tuple(x.shape), generator=g)
+        got = (add_noise(x, r["t_clean"], r["history_noise"]) - x).pow(2).mean().item()
+        want = float(history_mse(h, x_var))
+        _require(
+            abs(want - got) <= 0.05 * got + 1e-6,
+            f"history_mse({h}, {x_var}) = {want:.5f}, but the library's draw gives {got:.5f}: hint: the history is "
+            f"x + (1 - t_clean) (eps - x), and 1 - t_clean is uniform on [0, 1 - history_noise]",
+        )
+        if x_var == 1.0:
+            measured[h] = got
+    print(
+        f"right: with history_noise 1.0 the history is exact (0), with 0.9 it is {measured[0.9]:.4f} away from the "
+        f"clean clips per element (for unit-variance tokens): the model trains on a slightly wrong history"
+    )
+    return measured
+
+
 def check_guidance_sweep(sweep: dict[float, float] | None, best_scale: float | None, reference_mse: float) -> None:
     """Notebook 05, exercise. ``sweep``: guidance scale -> forecast MSE on the notebook's held-out videos (same
     starting noise), including 1.0; ``best_scale``: the scale with the lowest MSE; ``reference_mse``: the

@@ -109,6 +109,7 @@ def _right_answers():
         leaky=leaky,
         v_from_x=lambda xh, xt, t: (xh - xt) / (1 - t).reshape(-1, *[1] * (xh.ndim - 1)),
         weight=lambda t: (1 - t) ** 2,
+        history_mse=lambda h, x_var: (1 - h) ** 2 / 3 * (1 + x_var),
         positions=lambda c, p, w: [list(range(max(0, k - w), k + 1)) for k in range(c, c + p)],
         indices=indices,
     )
@@ -124,6 +125,7 @@ def test_exercise_checks_pass_right_and_reject_wrong_answers(capsys):
     assert nbk.check_t_per_video(ok["t_per_video"], 2.0, num_clips=4) == pytest.approx(2.0, rel=0.2)
     assert nbk.check_leaky_mask(ok["leaky"], False) > 1e-3
     nbk.check_x_vs_v(ok["v_from_x"], ok["weight"])
+    assert nbk.check_history_mse(ok["history_mse"])[1.0] == 0.0
     nbk.check_guidance_sweep({1.0: 0.5, 1.5: 0.4, 3.0: 0.6}, 1.5, reference_mse=0.5)
     nbk.check_window_positions(ok["positions"], 1)
     nbk.check_rank_indices(ok["indices"])
@@ -134,6 +136,8 @@ def test_exercise_checks_pass_right_and_reject_wrong_answers(capsys):
         lambda: nbk.check_leaky_mask(ok["leaky"], True),  # "still exact"
         lambda: nbk.check_x_vs_v(lambda xh, xt, t: xh - xt, ok["weight"]),
         lambda: nbk.check_x_vs_v(ok["v_from_x"], lambda t: 1 - t),
+        lambda: nbk.check_history_mse(lambda h, x_var: (1 - h) ** 2 / 3),  # forgets the clean part x
+        lambda: nbk.check_history_mse(lambda h, x_var: (1 - h) ** 2 / 2 * (1 + x_var)),  # E[(1-t)^2] as a triangle
         lambda: nbk.check_guidance_sweep({1.0: 0.5, 1.5: 0.4, 3.0: 0.6}, 3.0, reference_mse=0.5),
         lambda: nbk.check_guidance_sweep({1.0: 0.7, 1.5: 0.4, 3.0: 0.6}, 1.5, reference_mse=0.5),
         lambda: nbk.check_window_positions(lambda c, p, w: [list(range(k + 1)) for k in range(c, c + p)], 1),
