@@ -349,3 +349,145 @@ def check_rank_indices(indices: Any, dataset_size: int = 100, batch_size: int = 
         "right: every rank draws the same global batch and keeps its own slice, so N processes train on exactly "
         "the samples (and the noise) of one process"
     )
+
+
+def check_tokens_per_frame(tokens_per_frame: Any, paper_tokens: int | None, paper_length: int | None) -> int | None:
+    """Notebook 01, exercise. ``tokens_per_frame(H, W, downsample, patch)``: N, the patch tokens of one ``H x W``
+    frame whose latent is ``downsample`` times smaller in each direction, cut into ``patch x patch`` patches;
+    ``paper_tokens``: N for 256 x 256 frames with the paper's latents (VAE 8x down, patch 2); ``paper_length``:
+    the training sequence L = 2 K F N of the paper's first stage (16 frames, one frame per clip) at that size.
+    Returns the measured N."""
+    if _pending(tokens_per_frame, paper_tokens, paper_length):
+        return None
+    from .clips import patch_grid
+
+    def want(H: int, W: int, s: int, p: int) -> int:
+        gh, gw = patch_grid(H // s, W // s, p)
+        return gh * gw
+
+    for args in ((32, 32, 1, 4), (32, 32, 4, 2), (64, 48, 8, 2), (128, 64, 4, 4)):
+        got = tokens_per_frame(*args)
+        _require(
+            int(got) == want(*args),
+            f"tokens_per_frame{args} = {got}: hint: the latent is (H/s) x (W/s); patches of p x p cut it into "
+            f"(H/s/p) rows and (W/s/p) columns",
+        )
+    n = want(256, 256, 8, 2)
+    _require(paper_tokens == n, "paper_tokens: 256 x 256 frames, latent 8x smaller, patches of 2 latent pixels")
+    K, F = 16, 1
+    _require(
+        paper_length == 2 * K * F * n,
+        "paper_length: 16 clips of one frame, a noisy and a clean copy of each, N tokens per frame (L = 2 K F N)",
+    )
+    pixels = want(256, 256, 1, 2)
+    print(
+        f"right: N = {n} tokens per frame and L = {2 * K * F * n} for the first stage; the same patches of 2 on "
+        f"pixels would be {pixels} tokens per frame ({pixels // n}x more, attention {(pixels // n) ** 2}x dearer)"
+    )
+    return n
+
+
+def check_uncond_branch(uncond: Any, scale_off: float | None, scale_uncond_only: float | None) -> float | None:
+    """Notebook 06, exercise. ``uncond(model, history, x_t, t, cond)``: the unconditional prediction ``(B, F, N, D)``
+    that classifier-free guidance contrasts with ``model.denoise(x_t, t, model.prefill(history, cond), cond)``,
+    as ``rollout`` computes it (history ``(B, C, F, N, D)``, cond an embedding ``(B, W)``); ``scale_off``: the
+    scale s that turns guidance off; ``scale_uncond_only``: the s that samples from the unconditional model alone.
+    Checked against ``rollout`` on a model with open gates; returns |conditional - unconditional|."""
+    if _pending(uncond, scale_off, scale_uncond_only):
+        return None
+    from .config import ModelConfig
+    from .model import VideoGPT
+    from .rollout import rollout
+
+    N, D, W, B = 4, 6, 32, 3
+    model = open_gates(VideoGPT(ModelConfig(width=W, depth=2, heads=4), in_dim=D, grid=(1, N)), seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    history, cond = torch.randn(B, 2, 2, N, D, generator=g), torch.randn(B, W, generator=g)
+    noise = torch.randn(B, 2, N, D, generator=torch.Generator().manual_seed(1))  # rollout's first draw
+    t0 = torch.zeros(B)
+    with torch.no_grad():
+        mine = uncond(model, history, noise, t0, cond)
+        pred_c = model.denoise(noise, t0, model.prefill(history, cond), cond)
+        keeps_history = model.denoise(noise, t0, model.prefill(history), None)
+        keeps_cond = model.denoise(noise, t0, None, cond)
+
+        def library(s: float) -> torch.Tensor:  # one Euler step from t = 0 lands on the guided prediction
+            g1 = torch.Generator().manual_seed(1)
+            return rollout(model, history, 1, steps=1, cfg_scale=s, cond=cond, generator=g1)[:, -1]
+
+        lib_u = library(0.0)
+    _require(torch.is_tensor(mine) and mine.shape == noise.shape, f"uncond returns a tensor {tuple(noise.shape)}")
+    gap = (pred_c - lib_u).abs().max().item()
+    _require(
+        gap > 1e-2 and min((keeps_history - lib_u).abs().max(), (keeps_cond - lib_u).abs().max()) > 1e-3,
+        "internal check failed: the branches of this model should differ",
+    )
+    if not torch.allclose(mine, lib_u, atol=1e-5):
+        if torch.allclose(mine, keeps_history, atol=1e-5):
+            hint = "your branch still reads the history: the authors' unconditional branch drops it as well"
+        elif torch.allclose(mine, keeps_cond, atol=1e-5):
+            hint = "your branch still has the condition: drop it (drop= all True, or cond=None)"
+        else:
+            hint = "hint: the unconditional prediction is model.denoise with no cache and no condition"
+        raise ExerciseError(f"max |your branch - rollout's| = {(mine - lib_u).abs().max():.2e}: {hint}")
+    guided = mine + 2.0 * (pred_c - mine)
+    _require(torch.allclose(guided, library(2.0), atol=1e-5), "internal check failed: guidance formula")
+    _require(scale_off == 1.0, "with which s is x_u + s (x_c - x_u) the conditional prediction x_c itself?")
+    _require(scale_uncond_only == 0.0, "with which s is x_u + s (x_c - x_u) the unconditional prediction x_u?")
+    print(
+        f"right: the unconditional branch drops both the history and the condition (here |x_c - x_u| up to "
+        f"{gap:.2f}); s = 1 is no guidance, s = 0 the unconditional model, s > 1 pushes away from it"
+    )
+    return gap
+
+
+def check_chance_levels(chance_levels: Any) -> None:
+    """Notebook 07, exercise 1. ``chance_levels(labels, num_classes) -> (guess, majority)``: the expected accuracy
+    of a uniformly random guess among ``num_classes``, and the accuracy of always answering the most frequent
+    class of ``labels (M,)``."""
+    if _pending(chance_levels):
+        return None
+    cases = (([0, 0, 0, 1, 2, 5], 6), (list(range(6)) * 4, 6), ([1, 1, 3, 3, 3, 0, 2, 2], 4), ([2] * 5 + [0], 3))
+    for y, c in cases:
+        labels = torch.tensor(y)
+        want = (1 / c, torch.bincount(labels, minlength=c).max().item() / len(y))
+        got = chance_levels(labels, c)
+        _require(
+            len(got) == 2 and all(abs(float(a) - b) < 1e-6 for a, b in zip(got, want)),
+            f"chance_levels({y}, {c}) = {tuple(got)}: hint: a random guess is right 1 time in num_classes whatever "
+            f"the labels; a constant answer is right as often as its class occurs",
+        )
+    print(
+        "right: a classifier that ignores the video can reach the majority share, never less than 1/num_classes; "
+        "the notebook's tables use the majority share, the stronger of the two"
+    )
+
+
+def check_block_sweep(
+    sweep: dict[int, float] | None,
+    best_block: int | None,
+    depth: int,
+    reference_block: int,
+    reference_acc: float,
+    atol: float = 0.02,
+) -> None:
+    """Notebook 07, exercise 2. ``sweep``: block -> linear-probe test accuracy of the mean-pooled features of that
+    block (first seed, the notebook's probe settings); ``best_block``: the block that reads best;
+    ``reference_acc``: the notebook's figure for ``reference_block``."""
+    if _pending(sweep, best_block):
+        return None
+    _require(
+        isinstance(sweep, dict) and sorted(sweep) == list(range(depth)),
+        f"probe every block: sweep needs the keys 0 .. {depth - 1}",
+    )
+    _require(
+        abs(sweep[reference_block] - reference_acc) <= atol,
+        f"your block {reference_block} scores {sweep[reference_block]:.3f} but the notebook's probe "
+        f"{reference_acc:.3f}: use the first seed's videos, pool 'mean', probe_steps and seed as in section 3",
+    )
+    best = max(sweep, key=sweep.get)
+    _require(best_block == best, f"the highest accuracy in your sweep is at block {best}")
+    print(
+        f"right: block {best} reads best here ({sweep[best]:.3f}; last block {sweep[depth - 1]:.3f}): which "
+        f"layer to read is a choice, and the paper reads intermediate layers too"
+    )

@@ -80,7 +80,7 @@ def test_solution_notebook_runs(path, tmp_path, monkeypatch):
 
 def test_every_chapter_with_exercises_has_solutions():
     names = {p.stem for p in SOLUTIONS}
-    for chapter in ("02", "03", "04", "05", "08"):
+    for chapter in ("01", "02", "03", "04", "05", "06", "07", "08"):
         assert any(n.startswith(chapter) for n in names), f"no solutions for notebook {chapter}"
 
 
@@ -112,6 +112,9 @@ def _right_answers():
         history_mse=lambda h, x_var: (1 - h) ** 2 / 3 * (1 + x_var),
         positions=lambda c, p, w: [list(range(max(0, k - w), k + 1)) for k in range(c, c + p)],
         indices=indices,
+        tokens_per_frame=lambda H, W, s, p: (H // s // p) * (W // s // p),
+        uncond=lambda model, history, x_t, t, cond: model.denoise(x_t, t, None, None),
+        chance_levels=lambda y, c: (1 / c, torch.bincount(y, minlength=c).max().item() / len(y)),
     )
 
 
@@ -129,6 +132,10 @@ def test_exercise_checks_pass_right_and_reject_wrong_answers(capsys):
     nbk.check_guidance_sweep({1.0: 0.5, 1.5: 0.4, 3.0: 0.6}, 1.5, reference_mse=0.5)
     nbk.check_window_positions(ok["positions"], 1)
     nbk.check_rank_indices(ok["indices"])
+    assert nbk.check_tokens_per_frame(ok["tokens_per_frame"], 256, 8192) == 256
+    assert nbk.check_uncond_branch(ok["uncond"], 1.0, 0.0) > 1e-2
+    nbk.check_chance_levels(ok["chance_levels"])
+    nbk.check_block_sweep({0: 0.4, 1: 0.6, 2: 0.5}, 1, depth=3, reference_block=2, reference_acc=0.5)
     wrong = [
         lambda: nbk.check_t_per_video(lambda B, K, g: torch.rand(B, K, generator=g), 2.0),  # per clip, not per video
         lambda: nbk.check_t_per_video(ok["t_per_video"], 1.0),  # wrong ratio
@@ -143,6 +150,22 @@ def test_exercise_checks_pass_right_and_reject_wrong_answers(capsys):
         lambda: nbk.check_window_positions(lambda c, p, w: [list(range(k + 1)) for k in range(c, c + p)], 1),
         lambda: nbk.check_window_positions(ok["positions"], 0),
         lambda: nbk.check_rank_indices(lambda step, rank, world: ok["indices"](step, 0, world)),
+        lambda: nbk.check_tokens_per_frame(lambda H, W, s, p: (H // p) * (W // p), 256, 8192),  # forgets the VAE
+        lambda: nbk.check_tokens_per_frame(lambda H, W, s, p: H // s // p, 256, 8192),  # one side only
+        lambda: nbk.check_tokens_per_frame(ok["tokens_per_frame"], 256, 2 * 16 * 256 // 2),  # one copy per clip
+        lambda: nbk.check_tokens_per_frame(ok["tokens_per_frame"], 1024, 8192),  # pixels 8x down, patch 1
+        lambda: nbk.check_uncond_branch(  # keeps the history, drops only the condition
+            lambda model, history, x_t, t, cond: model.denoise(x_t, t, model.prefill(history), None), 1.0, 0.0
+        ),
+        lambda: nbk.check_uncond_branch(  # drops the history, keeps the condition
+            lambda model, history, x_t, t, cond: model.denoise(x_t, t, None, cond), 1.0, 0.0
+        ),
+        lambda: nbk.check_uncond_branch(ok["uncond"], 0.0, 1.0),  # the scales swapped
+        lambda: nbk.check_chance_levels(lambda y, c: (1 / c, 1 / c)),  # ignores the label frequencies
+        lambda: nbk.check_chance_levels(lambda y, c: (1 / len(y.unique()), ok["chance_levels"](y, c)[1])),
+        lambda: nbk.check_block_sweep({0: 0.4, 1: 0.6, 2: 0.5}, 2, depth=3, reference_block=2, reference_acc=0.5),
+        lambda: nbk.check_block_sweep({0: 0.4, 2: 0.5}, 2, depth=3, reference_block=2, reference_acc=0.5),
+        lambda: nbk.check_block_sweep({0: 0.4, 1: 0.6, 2: 0.3}, 1, depth=3, reference_block=2, reference_acc=0.5),
     ]
     for i, call in enumerate(wrong):
         with pytest.raises(nbk.ExerciseError):
