@@ -50,7 +50,8 @@ def query_mask(
 ) -> tuple[torch.Tensor, TokenLayout]:
     """The mask ``(L, L)`` and layout of the training sequence, with or without the last clean copy.
 
-    Dropping the last clean copy is ``hierarchical_mask(...)[:L - F*N, :L - F*N]`` (docs/design.md, "Token order and mask").
+    Dropping the last clean copy is ``hierarchical_mask(...)[:L - F*N, :L - F*N]``
+    (docs/design.md, "Token order and mask").
     """
     mask = hierarchical_mask(num_clips, frames_per_clip, tokens_per_frame)
     layout = token_layout(num_clips, frames_per_clip, tokens_per_frame, drop_last_clean)
