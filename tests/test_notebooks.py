@@ -21,8 +21,9 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
 def test_notebooks_are_stored_clean():
     import json
 
-    assert NOTEBOOKS, "no notebooks found"
-    for path in NOTEBOOKS:
+    solutions = sorted(NOTEBOOKS[0].parent.joinpath("solutions").glob("*.ipynb"))
+    assert NOTEBOOKS and solutions, "no notebooks found"
+    for path in NOTEBOOKS + solutions:
         nb = json.loads(path.read_text())
         tags = [c.get("metadata", {}).get("tags", []) for c in nb["cells"]]
         assert any("parameters" in t for t in tags), f"{path.name} has no cell tagged 'parameters'"
