@@ -143,8 +143,9 @@ def commit_folder(tmp: str | os.PathLike, record: dict[str, Any]) -> Path:
 
     ``tmp`` is renamed to a fresh folder named by the step beside it (e.g. ``step_00000012``); then
     ``last.json`` (``record`` plus ``"folder"``, that name) is written atomically with the old one kept as
-    ``prev.json``. That write is the commit: a crash before it leaves the previous checkpoint the latest, and a crash at any moment leaves a
-    ``last.json`` or ``prev.json`` that names a complete folder. Folders named by neither are then deleted.
+    ``prev.json``. That write is the commit: a crash before it leaves the previous checkpoint the latest,
+    and a crash at any moment leaves a ``last.json`` or ``prev.json`` that names a complete folder. Folders
+    named by neither are then deleted.
     Returns the new folder.
     """
     tmp = Path(tmp)
