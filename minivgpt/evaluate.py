@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint, metrics
-from .config import dataclass_from_params, parse_cli
+from .config import AT_LEAST_1, check_ranges, dataclass_from_params, parse_cli
 from .data import SPLITS, make_dataset, video_batch
 from .hardware import set_threads
 
@@ -134,7 +134,7 @@ class Forecaster:
             self.channels, self.stochastic, self.steps, self.data_kw = self.model.channels, False, 0, {}
         elif self.kind == "videogpt":
             from .rollout import max_window
-            from .train import load_run
+            from .train import data_kwargs, load_run
 
             self.model, self.tokenizer, cfg = load_run(run, device)
             Fr = cfg.train.frames_per_clip
@@ -148,10 +148,7 @@ class Forecaster:
             self.data, self.image_size, self.seed = cfg.data.data, cfg.data.image_size, cfg.train.seed
             self.steps = steps or cfg.diffusion.sample_steps
             self.channels, self.stochastic = self.tokenizer.channels, True
-            self.data_kw = (
-                {"min_balls": cfg.data.min_balls, "max_balls": cfg.data.max_balls}
-                if cfg.data.data == "bouncing_balls" else {}
-            )  # fmt: skip
+            self.data_kw = data_kwargs(cfg.data)
         else:
             raise checkpoint.CheckpointError(f"{run}: unknown run kind {self.kind!r} (expected videogpt or simvp)")
 
@@ -199,11 +196,8 @@ def evaluate_run(
         the run's ``sample_steps``). split: ``val`` (default), ``train`` or ``all`` for real data. seed: of
         generated data (default: the run's seed + 1000). out: path stem of the outputs (default ``RUN/evaluate``).
     """
-    if samples < 1 or videos < 1 or batch_size < 1 or context < 1 or predict < 1:
-        raise ValueError(
-            f"need samples, videos, batch_size, context, predict >= 1; got {samples}, {videos}, {batch_size}, "
-            f"{context}, {predict}"
-        )
+    sizes = dict(samples=samples, videos=videos, batch_size=batch_size, context=context, predict=predict)
+    check_ranges(sizes, dict.fromkeys(sizes, AT_LEAST_1))
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
     set_threads(threads)

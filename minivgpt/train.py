@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, optim, parallel
 from .autoencoder import IdentityAutoencoder, load_autoencoder
-from .config import Config, RandomCut, from_params, parse_cli, parse_stages, stage_frames, valid_keys
+from .config import Config, DataConfig, RandomCut, from_params, parse_cli, parse_stages, stage_frames, valid_keys
 from .data import make_dataset, video_batch
 from .diagnostics import history_gain
 from .diffusion import RectifiedFlow
@@ -92,8 +92,13 @@ def build_dataset(cfg: Config, num_frames: int, seed: int, num_samples: int | No
     """The dataset named by ``cfg.data``. Synthetic sets are split by seed (validation uses another seed);
     real data (files, digits) by index: ``split="train"`` never holds a ``split="val"`` sample."""
     d = cfg.data
-    kw = {"min_balls": d.min_balls, "max_balls": d.max_balls} if d.data == "bouncing_balls" else {}
-    return make_dataset(d.data, num_frames, d.image_size, num_samples or d.num_samples, seed, split=split, **kw)
+    n = num_samples or d.num_samples
+    return make_dataset(d.data, num_frames, d.image_size, n, seed, split=split, **data_kwargs(d))
+
+
+def data_kwargs(d: DataConfig) -> dict[str, Any]:
+    """The dataset-specific keys of ``d`` that :func:`minivgpt.data.make_dataset` takes (ball counts)."""
+    return {"min_balls": d.min_balls, "max_balls": d.max_balls} if d.data == "bouncing_balls" else {}
 
 
 def lr_at(step: int, cfg: Config) -> float:
