@@ -7,15 +7,20 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def _execute_ci(path, tmp_path, monkeypatch):
+    """Run one notebook top to bottom with its CI parameters (MINIVGPT_CI=1), as `make test` does."""
     papermill = pytest.importorskip("papermill")
     monkeypatch.setenv("MINIVGPT_CI", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     papermill.execute_notebook(
         str(path), str(tmp_path / path.name), cwd=str(path.parent), kernel_name="python3", progress_bar=False
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    _execute_ci(path, tmp_path, monkeypatch)
 
 
 def test_notebooks_are_stored_clean():
@@ -71,12 +76,7 @@ SOLUTIONS = sorted((Path(__file__).resolve().parent.parent / "notebooks" / "solu
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SOLUTIONS, ids=[f"solutions/{p.stem}" for p in SOLUTIONS])
 def test_solution_notebook_runs(path, tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.setenv("MINIVGPT_CI", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    papermill.execute_notebook(
-        str(path), str(tmp_path / path.name), cwd=str(path.parent), kernel_name="python3", progress_bar=False
-    )
+    _execute_ci(path, tmp_path, monkeypatch)
 
 
 def test_every_chapter_with_exercises_has_solutions():
