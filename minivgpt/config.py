@@ -145,6 +145,11 @@ def _convert(name: str, value: Any, typ: Any) -> Any:
     return value
 
 
+def parse_bool(name: str, value: Any) -> bool:
+    """A boolean parameter from ``true/false/1/0/yes/no/on/off`` or a bool (the rule every job uses)."""
+    return _convert(name, value, bool)
+
+
 def dataclass_from_params(cls: type, params: dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> Any:
     """A flat-parameter dataclass (a job's config) from ``key=value`` strings or values.
 

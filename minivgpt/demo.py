@@ -25,7 +25,7 @@ import torch
 
 from . import metrics
 from .checkpoint import atomic_write
-from .config import parse_cli
+from .config import parse_bool, parse_cli
 from .notebook import runs_dir
 from .rollout import forecast, max_window
 from .train import build_dataset, train
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     params = parse_cli(sys.argv[1:] if argv is None else argv)
     ev = {k: int(params.pop(k, v)) for k, v in EVAL.items()}
     cfg = {**DEFAULTS, "out": str(runs_dir("demo")), **params}
-    if "out" not in params and str(cfg.get("resume", "false")).lower() not in ("1", "true", "yes", "on"):
+    if "out" not in params and not parse_bool("resume", cfg.get("resume", False)):
         cfg.setdefault("overwrite", True)  # the demo's own folder: a new demo replaces the last one
     t0 = time.perf_counter()
     result = train(cfg)
