@@ -16,14 +16,21 @@ in the training dtype, one peak round before every step round.
 
 Parameters (``key=value``, unknown names rejected)::
 
-    device=auto threads=0 quick=false json=PATH repeats=5 clips=8 frames_per_clip=2 tokens_per_frame=64
-    width=256 depth=6 heads=4 batch_size=4 sample_steps=20 contended=true loader=true video_folder=DIR
+    device=auto threads=0 quick=false size=small json=PATH repeats=5 clips=8 frames_per_clip=2 tokens_per_frame=64
+    width=256 depth=6 heads=4 batch_size=4 sample_steps=20 compile=false attention_clips= contended=true
+    loader=true video_folder=DIR
+
+``size=large`` is the GPU bench at a realistic size (:data:`LARGE`): width 768, depth 12, 12 heads, training
+sequences of L = 3,840 tokens (8 clips x 4 frames x 64 patches, the last clean clip dropped), batch 8,
+bf16 autocast, the model compiled, FlexAttention compiled, and the attention rows at L = 4,096 and 8,192
+(``attention_clips=8,16``). Explicit keys still win over a preset.
 
 Output keys::
 
     {"train": {"tokens_per_s", "useful_flops_per_s", "matmul_peak_flops_per_s", "mfu", "step_s", "spread"...},
-     "attention": {"seq_len", "dense_ms", "mask_aware_ms", "flex_ms", "speedup", "computed_over_allowed",
-                   "contended": {... the same timings beside a busy process ...}},
+     "attention": {"seq_len", "dense_ms", "mask_aware_ms", "flex_ms", "speedup", "flex_speedup",
+                   "computed_over_allowed", "contended": {... the same timings beside a busy process ...}},
+     "attention_sweep": [{... the same row at each K of attention_clips ...}],
      "rollout": {"history_clips", "cache_s", "recompute_s", "speedup", "max_abs_diff"},
      "loader": {"shards_samples_per_s", "decode_samples_per_s", "train_samples_per_s", "shards_over_train",
                 "shards_over_decode", "prepare_s", ...},
@@ -212,16 +219,19 @@ def bench_train(
     batch: int = 4,
     repeats: int = 5,
     attention: str = "auto",
+    compile: bool = False,
 ) -> dict:
     """Training step time and MFU: peak and step rounds interleaved (peak, step, peak, step, ...).
 
-    bf16 autocast on CUDA (and a bf16 peak), fp32 on CPU. Returns the medians and their spreads.
+    bf16 autocast on CUDA (and a bf16 peak), fp32 on CPU; ``compile``: the model under ``torch.compile``
+    (compiled in the warm-up round, not timed). Returns the medians and their spreads.
     """
     cfg = ModelConfig(width=width, depth=depth, heads=heads, attention=attention)
     torch.manual_seed(0)
     side = int(N**0.5)
     model = VideoGPT(cfg, in_dim=48, grid=(side, N // side)).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    net = torch.compile(model) if compile else model
     flow = RectifiedFlow()
     x = torch.randn(batch, K, F, N, 48, generator=torch.Generator().manual_seed(0)).to(device)
     g = torch.Generator().manual_seed(0)
@@ -230,10 +240,16 @@ def bench_train(
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = flow.loss(model, x, generator=g)
+            loss = flow.loss(net, x, generator=g)
         loss.backward()
         opt.step()
 
+    compile_error = None
+    if compile:  # compile in an untimed step; a failure is reported and the eager model timed instead
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001
+            compile_error, net = f"{type(e).__name__}: {str(e)[:300]}", model
     shapes = linear_shapes(model, K, F, N, batch)
     peak_fn, peak_flops = matmul_workload(shapes, device, torch.bfloat16 if use_bf16 else torch.float32)
     times = measure({"peak": peak_fn, "step": step}, repeats, device)
@@ -256,6 +272,10 @@ def bench_train(
         "batch": batch,
         "width": width,
         "depth": depth,
+        "heads": heads,
+        "compiled": compile and compile_error is None,
+        "compile_error": compile_error,
+        "attention": attention if attention != "auto" else ("flex" if device.type == "cuda" else "mask_aware"),
     }
 
 
@@ -270,7 +290,8 @@ def benchmark_attention(
     backward: bool = True,
     device: str | torch.device = "cpu",
 ) -> dict:
-    """Milliseconds of one attention call per backend (median of interleaved rounds after two warm-ups).
+    """Milliseconds of one attention call per backend (median of interleaved rounds after two warm-ups),
+    in bf16 on CUDA and fp32 on CPU.
 
     ``dense`` and ``mask_aware`` are timed forward + backward when ``backward`` (else forward under
     no_grad); ``flex`` is forward-only on CPU (it has no CPU backward) and ``None`` if it fails. Returns
@@ -279,10 +300,11 @@ def benchmark_attention(
     per allowed pair (:func:`attention_flops`).
     """
     device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # each device's training dtype
     gen = torch.Generator(device="cpu").manual_seed(0)
     L = 2 * num_clips * F * N
     shape = (batch, heads, L, head_dim)
-    q, k, v, g = (torch.randn(shape, generator=gen).to(device) for _ in range(4))
+    q, k, v, g = (torch.randn(shape, generator=gen).to(device, dtype) for _ in range(4))
     for t in (q, k, v):
         t.requires_grad_(backward)
 
@@ -317,6 +339,9 @@ def benchmark_attention(
         "mask_aware_ms": med["mask_aware"],
         "flex_ms": med.get("flex"),
         "speedup": med["dense"] / med["mask_aware"],
+        "flex_speedup": med["dense"] / med["flex"] if "flex" in med else None,
+        "backward": backward,
+        "dtype": str(dtype).removeprefix("torch."),
         "computed_over_allowed": fl["mask_aware_pairs"] / fl["allowed_pairs"],
         "spread_ms": {name: spread(ts) for name, ts in ms.items()},
         "threads": torch.get_num_threads(),
@@ -481,6 +506,7 @@ class BenchConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads; 0 = measured at start-up (hardware.set_threads)
     quick: bool = False  # tiny sizes (a smoke test, not a measurement); explicit keys still win
+    size: str = "small"  # small (the CPU bench) | large (the GPU bench: LARGE); explicit keys still win
     json: str = ""  # also write the results to this JSON file
     repeats: int = 5  # timed rounds of every benchmark (after warm-up)
     clips: int = 8  # K of the training sequence and the rollout history
@@ -491,27 +517,50 @@ class BenchConfig:
     heads: int = 4
     batch_size: int = 4  # training bench; the attention bench uses one sequence
     sample_steps: int = 20  # Euler steps of the rollout bench
+    compile: bool = False  # the training bench's model under torch.compile
+    attention_clips: str = ""  # also time attention at these K, e.g. "8,16" (L = 2 K F N each)
     contended: bool = True  # also time attention beside a competing busy process
     loader: bool = True  # loader throughput: prepared shards vs decoding a video folder vs training's consumption
     video_folder: str = ""  # the loader bench's videos; empty: a few generated ones in a temporary folder
 
 
 QUICK = dict(clips=2, tokens_per_frame=16, width=64, depth=2, heads=2, batch_size=2, sample_steps=2, repeats=1)
+# the GPU bench (python -m minivgpt.bench size=large): GPT-2-small width and depth at L ~ 4,096
+LARGE = dict(
+    clips=8, frames_per_clip=4, tokens_per_frame=64, width=768, depth=12, heads=12, batch_size=8, compile=True,
+    attention_clips="8,16", sample_steps=10, contended=False, loader=False, repeats=10,
+)
+SIZES = {"small": {}, "large": LARGE}
 
 
 def bench_config(params: dict[str, Any] | None = None) -> BenchConfig:
     """Flat ``key=value`` parameters -> :class:`BenchConfig` (unknown names rejected, ``quick`` applied first)."""
     params = dict(params or {})
-    quick = dataclass_from_params(BenchConfig, {"quick": params.get("quick", False)}).quick
-    cfg = dataclass_from_params(BenchConfig, params, base=QUICK if quick else None)
+    first = dataclass_from_params(BenchConfig, {k: params[k] for k in ("quick", "size") if k in params})
+    if first.size not in SIZES:
+        raise ValueError(f"parameter size={first.size!r}: expected one of {sorted(SIZES)}")
+    base = {**SIZES[first.size], **(QUICK if first.quick else {})}
+    cfg = dataclass_from_params(BenchConfig, params, base=base or None)
     names = ("repeats", "clips", "frames_per_clip", "tokens_per_frame", "width", "depth", "heads", "batch_size")
     check_ranges(asdict(cfg), {name: AT_LEAST_1 for name in names})
     if cfg.width % cfg.heads:
         raise ValueError(f"width={cfg.width} must be a multiple of heads={cfg.heads}")
+    attention_clips(cfg)  # a clear error for a malformed list
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"parameter device={cfg.device!r}: expected auto, cpu or cuda")
     resolve_device(cfg.device)  # a clear error for cuda without a GPU
     return cfg
+
+
+def attention_clips(cfg: BenchConfig) -> list[int]:
+    """The K of the attention sweep: ``attention_clips="8,16"`` -> ``[8, 16]`` (empty -> ``[]``)."""
+    try:
+        ks = [int(k) for k in cfg.attention_clips.replace(" ", "").split(",") if k]
+    except ValueError:
+        raise ValueError(f"parameter attention_clips={cfg.attention_clips!r}: expected integers, e.g. 8,16") from None
+    if any(k < 1 for k in ks):
+        raise ValueError(f"parameter attention_clips={cfg.attention_clips!r}: every K must be >= 1")
+    return ks
 
 
 def run_all(device: str = "auto", **params: Any) -> dict:
@@ -532,14 +581,25 @@ def run_all(device: str = "auto", **params: Any) -> dict:
         "torch": torch.__version__,
         "config": asdict(cfg),
     }
-    out["train"] = bench_train(dev, K=K, batch=cfg.batch_size, **model)
+
+    def partial() -> None:  # the JSON after every section, so a run stopped part-way keeps what it measured
+        if cfg.json:
+            atomic_write(cfg.json, json.dumps(out, indent=2))
+
+    out["train"] = bench_train(dev, K=K, batch=cfg.batch_size, compile=cfg.compile, **model)
+    partial()
     if cfg.loader:  # frames of the bench's tokens: 3 channels, patch 4 (in_dim 48), sqrt(N) patches a side
         consumed = cfg.batch_size / out["train"]["step_s"]
         out["loader"] = bench_loader(consumed, K * F, 4 * int(N**0.5), cfg.batch_size, cfg.repeats, cfg.video_folder)
     att = dict(num_clips=K, F=F, N=N, heads=cfg.heads, head_dim=cfg.width // cfg.heads, repeats=cfg.repeats, device=dev)
     out["attention"] = benchmark_attention(**att)
+    partial()
+    for k in attention_clips(cfg):
+        out.setdefault("attention_sweep", []).append(benchmark_attention(**{**att, "num_clips": k}))
+        partial()
     if cfg.contended:
         out["attention"]["contended"] = benchmark_attention_contended(**att)
+        partial()
     out["rollout"] = bench_rollout(dev, history=K, steps=cfg.sample_steps, **model)
     return out
 

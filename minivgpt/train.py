@@ -40,7 +40,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from . import checkpoint, optim, parallel
-from .autoencoder import IdentityAutoencoder, load_autoencoder
+from .autoencoder import IdentityAutoencoder, cached_autoencoder, load_autoencoder
 from .config import Config, DataConfig, RandomCut, from_params, parse_cli, parse_stages, stage_frames, valid_keys
 from .data import make_dataset, video_batch
 from .diagnostics import history_gain
@@ -82,6 +82,24 @@ def build_tokenizer(cfg: Config, channels: int) -> VideoTokenizer:
     d = cfg.data
     ae = IdentityAutoencoder(channels) if d.autoencoder == "identity" else load_autoencoder(d.autoencoder)
     return VideoTokenizer(ae, d.patch_size, d.image_size)
+
+
+def resolve_autoencoder(cfg: Config, num_frames: int, rank: int = 0, world: int = 1) -> Config:
+    """``autoencoder=auto`` -> the path of the frame autoencoder cached for this data (trained once, on rank
+    0, by :func:`minivgpt.autoencoder.cached_autoencoder`); any other value is returned unchanged. The run
+    records the path, so ``load_run`` and a resume read the same file."""
+    d = cfg.data
+    if d.autoencoder != "auto":
+        return cfg
+    key = {"data": d.data, "image_size": d.image_size, "num_samples": d.num_samples, "frames": num_frames,
+           "seed": cfg.train.seed, **data_kwargs(d)}
+    path = [None]
+    if rank == 0:
+        dataset = build_dataset(cfg, num_frames, cfg.train.seed, split="train")
+        path[0] = cached_autoencoder(dataset, key, progress=cfg.train.progress)
+    if world > 1:
+        dist.broadcast_object_list(path, src=0)
+    return from_params({"autoencoder": path[0]}, base=cfg)
 
 
 def build_model(cfg: Config, tokenizer: VideoTokenizer) -> VideoGPT:
@@ -150,8 +168,11 @@ def sample_batch(dataset, step: int, batch_size: int, num_frames: int, seed: int
 
 
 # ----------------------------------------------------------------------------------------- distributed
-def dist_info(parallel: str = "ddp") -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun (``parallel=fsdp``: always)."""
+def dist_info(parallel: str = "ddp", device: str = "auto") -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun (``parallel=fsdp``: always).
+
+    The backend follows the training device, not the machine: NCCL for ``device`` on CUDA, gloo for CPU
+    training (also on a machine that has GPUs, where NCCL would refuse CPU tensors)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if parallel == "fsdp" and "MASTER_ADDR" not in os.environ and not dist.is_initialized():
         raise ValueError(
@@ -159,10 +180,10 @@ def dist_info(parallel: str = "ddp") -> tuple[int, int]:
             "--nproc_per_node N -m minivgpt.train ... parallel=fsdp (or use parallel=ddp in one process)"
         )
     if (world > 1 or parallel == "fsdp") and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
+        on_cuda = resolve_device(device).type == "cuda"
+        if on_cuda:  # before the process group, so NCCL binds this rank's GPU
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if on_cuda else "gloo")
     return (dist.get_rank(), world) if dist.is_initialized() else (0, 1)
 
 
@@ -294,7 +315,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     else:
         cfg = from_params({**(cfg or {}), **overrides})
     t = cfg.train
-    rank, world = dist_info(t.parallel)
+    rank, world = dist_info(t.parallel, t.device)
     fsdp = t.parallel == "fsdp"
     if t.batch_size % (world * t.grad_accum):
         raise ValueError(
@@ -307,6 +328,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     if sum(n for _, _, n in stages) != t.steps and t.stages:
         raise ValueError(f"stages={t.stages!r} sum to {sum(n for *_, n in stages)} steps but steps={t.steps}")
     max_frames = max(stage_frames(k, f) for k, f, _ in stages)
+    cfg = resolve_autoencoder(cfg, max_frames, rank, world)
     torch.manual_seed(t.seed)
 
     dataset = build_dataset(cfg, max_frames, t.seed, split="train")

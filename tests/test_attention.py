@@ -188,3 +188,21 @@ def test_custom_layout_rejected_by_mask_aware_and_wrong_length_rejected():
     q, k, v = _qkv(att.seq_len + 1)
     with pytest.raises(ValueError, match="sequence length"):
         att(q, k, v)
+
+
+def test_compiled_flex_is_not_cached_from_inside_a_compiled_model(monkeypatch):
+    """torch.compile called while tracing returns its argument: the cached 'compiled' FlexAttention must not
+    be built there, or every later eager call on CUDA runs the unfused path."""
+    import minivgpt.attention as A
+
+    monkeypatch.setattr(A, "_compiled_flex", None)
+    cuda = torch.device("cuda")
+
+    def traced(x):
+        A._flex_attention(cuda)  # as the model does inside torch.compile
+        return x * 2
+
+    torch.compile(traced, backend="eager")(torch.randn(3))
+    assert A._compiled_flex is None
+    compiled = A._flex_attention(cuda)
+    assert compiled is A._compiled_flex and hasattr(compiled, "_torchdynamo_orig_callable")

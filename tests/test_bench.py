@@ -54,6 +54,23 @@ def test_parameters_are_key_value_and_unknown_names_are_rejected():
         bench.main(["--quick"])
 
 
+def test_size_large_is_the_gpu_preset_and_explicit_keys_win():
+    cfg = bench.bench_config({"size": "large", "repeats": "2"})
+    assert (cfg.width, cfg.depth, cfg.heads, cfg.compile, cfg.repeats) == (768, 12, 12, True, 2)
+    L = 2 * cfg.clips * cfg.frames_per_clip * cfg.tokens_per_frame
+    assert L == 4096 and bench.attention_clips(cfg) == [8, 16]  # attention rows at L = 4,096 and 8,192
+    with pytest.raises(ValueError, match="size='huge'"):
+        bench.bench_config({"size": "huge"})
+    with pytest.raises(ValueError, match="attention_clips='8,x'"):
+        bench.bench_config({"attention_clips": "8,x"})
+
+
+def test_attention_sweep_rows_have_their_own_lengths():
+    res = bench.run_all(device="cpu", quick=True, contended=False, loader=False, attention_clips="1,3")
+    assert [row["seq_len"] for row in res["attention_sweep"]] == [2 * k * 2 * 16 for k in (1, 3)]
+    assert all(row["dtype"] == "float32" and row["dense_ms"] > 0 for row in res["attention_sweep"])
+
+
 def _counted_linear_flops(model, K, F, N, batch):
     """Forward FLOPs of the per-token linear layers, as torch's FlopCounterMode counts them."""
     x = torch.randn(batch, K, F, N, model.in_dim)
