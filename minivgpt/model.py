@@ -257,6 +257,7 @@ class VideoGPT(nn.Module):
         cache: KVCache | None = None,
         drop: torch.Tensor | None = None,
         return_hidden: int | None = None,
+        sizes: list[int] | None = None,
     ) -> tuple:
         """Run the transformer on ``tokens (B, L, D)`` laid out as ``layout``.
 
@@ -267,9 +268,11 @@ class VideoGPT(nn.Module):
         the output head), the per-segment conditioning ``(B, S, W)`` and every layer's new ``(k, v)``.
         Segments of unequal length (random clip cuts) give ``h (B, L, W)`` instead. With
         ``return_hidden=i`` a fourth item follows: the hidden states after block i, shaped like ``h``
-        (negative i counts from the last block).
+        (negative i counts from the last block). ``sizes``: the token counts of the segments when the caller
+        knows them to be equal (the training forward), so they are not read off the layout: no data-dependent
+        step, nothing that breaks a ``torch.compile`` graph.
         """
-        sizes, seg = _segments(layout, tokens.device)
+        sizes, seg = _segments(layout, tokens.device) if sizes is None else (sizes, None)
         S = t_seg.shape[-1]
         if len(sizes) != S:
             raise ValueError(f"t_seg has {S} entries but the layout has {len(sizes)} segments")
@@ -300,8 +303,16 @@ class VideoGPT(nn.Module):
         shift, scale = per_segment(self.ada_out(c), seg).chunk(2, dim=-1)
         return self.out(modulate(self.norm_out(h), shift, scale))
 
-    def _noisy_out(self, h: torch.Tensor, c: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        """The output head on the noisy segments only: ``(B, L_noisy, D)``."""
+    def _noisy_out(
+        self, h: torch.Tensor, c: torch.Tensor, layout: TokenLayout, sizes: list[int] | None = None
+    ) -> torch.Tensor:
+        """The output head on the noisy segments only: ``(B, L_noisy, D)``.
+
+        ``sizes`` (the training forward, equal segments ``h (B, S, T, W)`` in the order noisy_0, clean_0,
+        noisy_1, ...): the noisy copies are the even segments, a slice. Otherwise they are read off the
+        layout (``h (B, L, W)`` for unequal segments)."""
+        if sizes is not None:
+            return self.head(h[:, ::2], c[:, ::2]).flatten(1, 2)
         sizes, seg = _segments(layout, h.device)
         if seg is None:
             noisy_seg = layout.is_noisy[:: sizes[0]].to(h.device)
@@ -355,8 +366,10 @@ class VideoGPT(nn.Module):
         fr = _frames_arg(lengths)
         layout = _train_layout(K, fr, N, drop_last_clean)
         attend = self._attention(K, fr, N, drop_last_clean, seq.device)
-        h, c, _ = self.run(seq, layout, t_seg, attend, cond, drop=drop)
-        out = self._noisy_out(h, c, layout)
+        sizes = [f * N for f in lengths for _ in "nc"][: 2 * K - int(drop_last_clean)]  # noisy_k, clean_k, ...
+        sizes = sizes if len(set(sizes)) == 1 else None  # equal segments: known here, not read off the layout
+        h, c, _ = self.run(seq, layout, t_seg, attend, cond, drop=drop, sizes=sizes)
+        out = self._noisy_out(h, c, layout, sizes)
         if noisy.ndim == 4:
             return rearrange(out, "b (t n) d -> b t n d", n=N)
         return rearrange(out, "b (k f n) d -> b k f n d", k=K, f=lengths[0])

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -184,3 +185,16 @@ def test_prefill_returns_the_hidden_states_of_a_block():
     for bad in (2, -3):
         with pytest.raises(ValueError, match=r"return_hidden=.* must name a block in \[-2, 1\]"):
             m.prefill(clean, return_hidden=bad)
+
+
+def test_training_forward_is_one_compiled_graph():
+    """No graph breaks in the training forward (equal clips): under torch.compile on a GPU a break splits the
+    model into pieces that cannot be fused, and the old data-dependent steps (segment sizes read off the
+    layout, boolean indexing of the noisy segments) also forced a host-device sync every step."""
+    torch._dynamo.reset()
+    m = VideoGPT(ModelConfig(width=32, depth=2, heads=2, attention="dense"), in_dim=12, grid=(4, 4))
+    x = torch.randn(2, 3, 2, 16, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dynamo's note on the lru_cache'd layout builders
+        explained = torch._dynamo.explain(m)(x, x, torch.rand(2, 3), drop_last_clean=True)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
