@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Notebooks run in CI with tiny parameters (see tests/test_notebooks.py).
 export MINIVGPT_CI ?= 1
 
-.PHONY: demo test lab figures bench lint book clean
+.PHONY: demo pretrain test lab figures bench lint book clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	MINIVGPT_CI=0 $(BIN)/python -m minivgpt.demo
+
+# The shared backbone of notebooks 05-07: the demo's recipe on 1-3 balls (collisions), with its forecast report.
+pretrain: $(STAMP)
+	MINIVGPT_CI=0 $(BIN)/python -m minivgpt.demo max_balls=3 minutes=11 out=runs/pretrain overwrite=true
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q

@@ -2,7 +2,8 @@
 
 Derived in notebooks/06 (§1 backbone and data) and notebooks/07 (§1 the backbone, §2 the random baseline).
 
-- :func:`load_or_train_backbone`: notebook 04's run if it exists, else a short pretraining.
+- :func:`load_or_train_backbone`: ``make pretrain``'s run or notebook 04's, whichever exists first, else a
+  short pretraining.
 - :func:`random_backbone`: the same shape with random weights **and open adaLN gates**. VideoGPT starts
   adaLN-Zero (every block's gates are zero, so a fresh model is the identity plus an embedding); a random
   baseline that is an identity map would measure the pixels again, not random features.
@@ -12,7 +13,7 @@ Derived in notebooks/06 (§1 backbone and data) and notebooks/07 (§1 the backbo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +26,27 @@ from .train import load_run, train
 
 
 def load_or_train_backbone(
-    folder: str | os.PathLike, fallback_out: str | os.PathLike, steps: int = 200, **params: Any
+    folders: str | os.PathLike | Sequence[str | os.PathLike], fallback_out: str | os.PathLike, steps: int = 200,
+    **params: Any,
 ) -> tuple[VideoGPT, VideoTokenizer, Config, str]:
-    """The pretrained backbone: ``train.load_run(folder)`` when ``folder/last.pt`` exists, else a short run.
+    """The pretrained backbone: ``train.load_run`` of the first of ``folders`` that holds a ``last.pt``
+    (e.g. ``runs/pretrain`` of ``make pretrain``, then notebook 04's run), else a short run here.
 
     The fallback trains ``steps`` steps with :func:`minivgpt.train.train` (flat ``params``, e.g.
     ``width=64``) into ``fallback_out``, replacing what an earlier fallback left there (it is a scratch
     run, repeatable from its seed). Returns the EMA model (eval mode), tokenizer, config and where it came
     from (a sentence for the notebook).
     """
-    if (Path(folder) / "last.pt").exists():
-        model, tok, cfg = load_run(folder)
-        return model, tok, cfg, f"loaded {Path(folder) / 'last.pt'} (step {cfg.train.steps})"
+    candidates = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+    for folder in map(Path, candidates):
+        if (folder / "last.pt").exists():
+            model, tok, cfg = load_run(folder)
+            step = torch.load(folder / "last.pt", map_location="cpu", weights_only=True)["step"]
+            return model, tok, cfg, f"loaded {folder / 'last.pt'} (step {step} of {cfg.train.steps})"
     run = {"steps": steps, "out": str(fallback_out), "progress": False, "overwrite": True, **params}
     result = train(run)
-    return result.ema, result.tokenizer, result.config, f"no {folder}/last.pt: trained {steps} steps here"
+    names = ", ".join(str(Path(f) / "last.pt") for f in candidates)
+    return result.ema, result.tokenizer, result.config, f"none of {names} exists: trained {steps} steps here"
 
 
 def random_backbone(model: VideoGPT, seed: int = 0) -> VideoGPT:

@@ -25,7 +25,8 @@ class DataConfig:
     num_samples: int = 4096  # size of the synthetic training set (its seed is `seed`)
     min_balls: int = 1
     max_balls: int = 1
-    autoencoder: str = "identity"  # identity | PATH to a checkpoint written by autoencoder.save_autoencoder
+    autoencoder: str = "identity"  # identity (pixels) | auto (trained once for this data, cached under
+    #                                runs/autoencoder/<hash>/) | PATH written by autoencoder.save_autoencoder
     patch_size: int = 8
 
 

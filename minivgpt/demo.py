@@ -2,7 +2,10 @@
 compare it with the baselines of :func:`minivgpt.metrics.evaluate_all` (copy-last, linear extrapolation,
 static background, constant velocity).
 
-Writes ``runs/demo/{last.pt, metrics.jsonl, metrics.json, rollout.gif, rollout.png}`` and prints a table.
+Writes ``runs/demo/{last.pt, metrics.jsonl, metrics.json, rollout.gif, rollout.png, horizon.png}`` and
+prints a table: the forecast of 8 frames after 4 against the baselines, MSE per future frame, and whether
+the ball keeps its shape (:func:`minivgpt.metrics.object_shape`), checked against :data:`TARGETS`.
+``max_balls=3`` runs the same demo on 1-3 balls (collisions).
 ``python -m minivgpt.demo key=value ...`` takes the training parameters of :mod:`minivgpt.train` plus
 ``context_clips``, ``predict_clips``, ``eval_videos``, ``sample_steps``. The demo overwrites its own
 ``runs/demo`` (``overwrite=true``) unless ``out=`` or ``resume=true`` is given.
@@ -55,7 +58,10 @@ DEFAULTS = dict(
     amp="auto",
     minutes=9.5,
 )
-EVAL = dict(context_clips=2, predict_clips=2, eval_videos=64, sample_steps=20)
+EVAL = dict(context_clips=2, predict_clips=4, eval_videos=64, sample_steps=20)
+# the model-quality targets over the 8-frame horizon: MSE at most this times constant velocity's, SSIM above
+# it, and per future frame the ball's area within 25 % and its peak within 20 % of the truth's
+TARGETS = dict(mse_vs_constant_velocity=0.8, area_tolerance=0.25, peak_tolerance=0.20)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -66,23 +72,11 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.setdefault("overwrite", True)  # the demo's own folder: a new demo replaces the last one
     t0 = time.perf_counter()
     result = train(cfg)
-    model, tok, c = result.ema, result.tokenizer, result.config
-    F = c.train.frames_per_clip
-    T = (ev["context_clips"] + ev["predict_clips"]) * F
-    held_out = build_dataset(c, T, seed=c.train.seed + 1000, num_samples=ev["eval_videos"], split="val")
-    videos = torch.stack([held_out[i]["video"] for i in range(len(held_out))])
-    n_ctx = ev["context_clips"] * F
-    window = max_window(c)
-    pred = forecast(
-        model, tok, videos, ev["context_clips"], ev["predict_clips"], F, ev["sample_steps"], c.train.seed, window
-    )
-    scores = metrics.evaluate_all(pred, videos[:, :n_ctx], videos[:, n_ctx:])
-    out = result.out
+    c = result.config
+    report, videos, pred = forecast_report(result.ema, result.tokenizer, c, **ev)
     report = {
-        "horizon_frames": pred.shape[1],
         "wall_s": round(time.perf_counter() - t0, 1),
-        **scores,
-        "mse_ratio_vs_copy_last": scores["model"]["mse"] / scores["copy_last"]["mse"],
+        **report,
         "train_steps": c.train.steps,
         "steps_done": result.records[-1]["step"] if result.records else 0,
         "stopped_by_budget": result.stopped_by_budget,
@@ -90,13 +84,65 @@ def main(argv: list[str] | None = None) -> dict:
         "precision": result.precision,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
-        "window": window,
-        "eval_videos": len(videos),
     }
+    out, n_ctx = result.out, ev["context_clips"] * c.train.frames_per_clip
     atomic_write(out / "metrics.json", json.dumps(report, indent=2))
     _write_pictures(out, videos, pred, n_ctx)
+    _write_horizon_plot(out, report)
     _print_table(report)
     return report
+
+
+def forecast_report(
+    model, tokenizer, c, context_clips: int, predict_clips: int, eval_videos: int, sample_steps: int
+) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Forecast held-out videos of a trained run's dataset and score them against the baselines.
+
+    Returns the report (scores of the model and every baseline, MSE per future frame, the object's shape
+    per future frame, :func:`targets`), the videos ``(B, T, C, H, W)`` and the forecast
+    ``(B, predict_clips * F, C, H, W)``. Held-out: the dataset's validation split drawn with seed + 1000.
+    """
+    F = c.train.frames_per_clip
+    T = (context_clips + predict_clips) * F
+    held_out = build_dataset(c, T, seed=c.train.seed + 1000, num_samples=eval_videos, split="val")
+    videos = torch.stack([held_out[i]["video"] for i in range(len(held_out))])
+    n_ctx = context_clips * F
+    window = max_window(c)
+    pred = forecast(model, tokenizer, videos, context_clips, predict_clips, F, sample_steps, c.train.seed, window)
+    ctx, future = videos[:, :n_ctx], videos[:, n_ctx:]
+    scores = metrics.evaluate_all(pred, ctx, future)
+    forecasts = {
+        "model": pred,
+        "constant_velocity": metrics.constant_velocity(ctx, future.shape[1]),
+        "copy_last": metrics.copy_last(ctx, future.shape[1]),
+    }
+    per_frame = {n: metrics.mse(p, future, reduction="none").mean(0).tolist() for n, p in forecasts.items()}
+    shape = {n: metrics.object_shape(forecasts[n], future, ctx) for n in ("model", "constant_velocity")}
+    report = {
+        "horizon_frames": pred.shape[1],
+        **scores,
+        "mse_ratio_vs_copy_last": scores["model"]["mse"] / scores["copy_last"]["mse"],
+        "per_frame_mse": per_frame,
+        "shape": shape,
+        "targets": targets(scores, shape),
+        "window": window,
+        "eval_videos": len(videos),
+        "balls": [c.data.min_balls, c.data.max_balls],
+    }
+    return report, videos, pred
+
+
+def targets(scores: dict, shape: dict) -> dict:
+    """The model-quality targets (:data:`TARGETS`) checked on a forecast's scores and object shape."""
+    model, cv = scores["model"], scores["constant_velocity"]
+    area, peak = shape["model"]["area_ratio"], shape["model"]["peak_ratio"]
+    return {
+        "mse_vs_constant_velocity": model["mse"] / cv["mse"],
+        "mse_target_met": model["mse"] <= TARGETS["mse_vs_constant_velocity"] * cv["mse"],
+        "ssim_above_constant_velocity": model["ssim"] > cv["ssim"],
+        "area_within_tolerance": all(abs(a - 1) <= TARGETS["area_tolerance"] for a in area),
+        "peak_within_tolerance": all(abs(p - 1) <= TARGETS["peak_tolerance"] for p in peak),
+    }
 
 
 def _write_pictures(out, videos, pred, n_ctx) -> None:
@@ -117,6 +163,21 @@ def _write_pictures(out, videos, pred, n_ctx) -> None:
     plt.close("all")
 
 
+def _write_horizon_plot(out, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import viz
+
+    axes = viz.plot_horizon(report)
+    title = f"{report['eval_videos']} held-out videos, {report['horizon_frames']}-frame horizon"
+    axes[0].figure.suptitle(title, y=1.04)
+    axes[0].figure.savefig(out / "horizon.png", dpi=120, bbox_inches="tight")
+    plt.close("all")
+
+
 def _print_table(report: dict) -> None:
     keys = ["mse", "psnr", "ssim", "motion_iou"]
     budget = f", stopped by the {report['minutes']}-minute budget" if report["stopped_by_budget"] else ""
@@ -129,12 +190,24 @@ def _print_table(report: dict) -> None:
         f"(wall {report['wall_s']} s):"
     )
     print(f"{'':18s}" + "".join(f"{k:>12s}" for k in keys))
-    for name in [k for k in report if isinstance(report[k], dict)]:
+    for name in [k for k in report if isinstance(report[k], dict) and "mse" in report[k]]:
         print(f"{name:18s}" + "".join(f"{report[name][k]:12.4f}" for k in keys))
     print(
         f"model MSE / copy-last MSE = {report['mse_ratio_vs_copy_last']:.3f}; "
         f"model MSE / static-background MSE = {report['model']['mse'] / report['background']['mse']:.3f}"
     )
+    tg, sh = report["targets"], report["shape"]["model"]
+    print(
+        f"targets: MSE / constant velocity = {tg['mse_vs_constant_velocity']:.3f} (aim <= "
+        f"{TARGETS['mse_vs_constant_velocity']}: {'met' if tg['mse_target_met'] else 'NOT met'}); SSIM above "
+        f"constant velocity: {tg['ssim_above_constant_velocity']}; ball area / truth per frame "
+        f"{_fmt(sh['area_ratio'])} ({'within' if tg['area_within_tolerance'] else 'NOT within'} 25%); "
+        f"peak {_fmt(sh['peak_ratio'])} ({'within' if tg['peak_within_tolerance'] else 'NOT within'} 20%)"
+    )
+
+
+def _fmt(xs: list[float]) -> str:
+    return "[" + " ".join(f"{x:.2f}" for x in xs) + "]"
 
 
 if __name__ == "__main__":

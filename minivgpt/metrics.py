@@ -378,6 +378,38 @@ def constant_velocity(context: torch.Tensor, horizon: int, threshold: float = 0.
     return out if context.ndim == 5 else out[0]
 
 
+def object_shape(
+    pred: torch.Tensor, target: torch.Tensor, context: torch.Tensor, threshold: float = 0.1
+) -> dict[str, list[float]]:
+    """Does the object keep its shape? Per predicted frame, its foreground area and peak against the truth's.
+
+    The background is the per-pixel median of the context (as in :func:`constant_velocity`); a pixel is
+    foreground where its largest channel differs from it by more than ``threshold``. Per frame and video:
+    ``area`` = foreground pixels, ``peak`` = the largest difference from the background. A ball that blurs
+    grows in area and loses peak; one that fades loses both. Videos whose true frame has no foreground are
+    left out of that frame's mean.
+
+    Args:
+        pred, target: ``(B, horizon, C, H, W)`` in [-1, 1]; context: ``(B, T, C, H, W)``.
+    Returns:
+        ``{"area_ratio", "peak_ratio"}``: per future frame, the mean over videos of pred / truth.
+    """
+    _check_pair(pred, target, min_dim=5)
+    if context.ndim != 5 or context.shape[0] != pred.shape[0] or context.shape[2:] != pred.shape[2:]:
+        raise ValueError(f"context must be (B, T, C, H, W) like pred {tuple(pred.shape)}, got {tuple(context.shape)}")
+    background = context.contiguous().median(dim=1).values.unsqueeze(1)  # (B, 1, C, H, W)
+
+    def area_peak(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        diff = (video - background).abs().amax(dim=2)  # (B, horizon, H, W)
+        return (diff > threshold).flatten(2).sum(-1).double(), diff.flatten(2).amax(-1).double()
+
+    (pa, pp), (ta, tp) = area_peak(pred), area_peak(target)
+    seen = ta > 0  # (B, horizon)
+    count = seen.sum(0).clamp(min=1)
+    ratio = lambda p, t: (torch.where(seen, p / t.clamp(min=1e-12), 0).sum(0) / count).tolist()  # noqa: E731
+    return {"area_ratio": ratio(pa, ta), "peak_ratio": ratio(pp, tp)}
+
+
 def _centroids(labels: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
     """``(n, 2)`` float64 (y, x) centroids of the components 1..n of one label image ``(H, W)``."""
     n = int(labels.max())

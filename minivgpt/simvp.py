@@ -58,7 +58,8 @@ class SimVPConfig:
     # training
     out: str = "runs/simvp"
     steps: int = 2000
-    minutes: float = 0.0  # wall-clock budget for training (0 = none): stop, save and record when spent
+    minutes: float = 0.0  # wall budget (0 = none): the lr anneals by steps or time, whichever is further along;
+    #                       training stops, saves and records it when spent
     batch_size: int = 16
     lr: float = 1e-3
     warmup: int = 50
@@ -209,7 +210,11 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
     for step in bar:
         video, _, _ = sample_batch(dataset, step, cfg.batch_size, frames, cfg.seed, slice(None))
         video = video.to(device)
-        lr = optim.lr_at(step, cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
+        # as in minivgpt.train: under a time budget the lr anneals by steps or time, whichever is further along
+        lr_step = step
+        if budget < math.inf:
+            lr_step = max(step, round(min(1.0, (time.perf_counter() - t0) / budget) * cfg.steps))
+        lr = optim.lr_at(lr_step, cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         optim.set_lr(opt, lr)
         loss = F.mse_loss(model(video[:, : cfg.context]), video[:, cfg.context :])
         opt.zero_grad(set_to_none=True)

@@ -453,3 +453,25 @@ def plot_history_gain(records: Sequence[Mapping] | str | os.PathLike, ax: Axes |
     ax.set_ylabel("history gain at t = 0")
     ax.grid(alpha=0.3)
     return ax
+
+
+def plot_horizon(report: Mapping, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
+    """Three panels over the forecast horizon: MSE per future frame, and the object's foreground area and
+    peak over the truth's (:func:`minivgpt.metrics.object_shape`) with the demo's tolerance bands
+    (25 % and 20 %). ``report``: the demo's ``metrics.json`` (keys ``per_frame_mse`` and ``shape``)."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        axes = plt.subplots(1, 3, figsize=(13, 3.3))[1]
+    rows = (("per_frame_mse", "MSE per future frame", None),
+            ("area_ratio", "foreground area / truth's", 0.25), ("peak_ratio", "peak / truth's", 0.20))
+    for ax, (key, title, band) in zip(axes, rows):
+        source = report["per_frame_mse"] if key == "per_frame_mse" else {n: v[key] for n, v in report["shape"].items()}
+        for name, ys in source.items():
+            ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, label=name.replace("_", " "))
+        if band is not None:
+            ax.axhspan(1 - band, 1 + band, color="0.9", zorder=0, label=f"within {band:.0%}")
+            ax.axhline(1.0, color="0.5", lw=0.8)
+        ax.set(title=title, xlabel="future frame")
+        ax.legend(fontsize=7)
+    return axes

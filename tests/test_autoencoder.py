@@ -187,3 +187,36 @@ def test_time_limit_stops_early(tiny_balls):
 
 def test_reconstruction_psnr_identity_is_inf(tiny_balls):
     assert reconstruction_psnr(IdentityAutoencoder(3), tiny_balls, [0]) == float("inf")
+
+
+def test_autoencoder_auto_is_trained_once_per_data_and_recorded(tmp_path, monkeypatch):
+    """``autoencoder=auto``: trained on the first run, reused by the next run of the same data (no training),
+    a new one for other data; the run records the path, so load_run and a resume read the same file."""
+    from pathlib import Path
+
+    from tiny import TINY
+
+    import minivgpt.autoencoder as ae_mod
+    from minivgpt.train import load_run, train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ae_mod, "AUTO_SETTINGS", {**ae_mod.AUTO_SETTINGS, "steps": 3, "hidden": 8})
+    params = {**TINY, "steps": 2, "autoencoder": "auto", "patch_size": 2, "out": "runs/a"}
+    first = train(params).config.data.autoencoder
+    assert Path(first).parent.parent == tmp_path / "runs" / "autoencoder" and Path(first).name == "autoencoder.pt"
+    assert Path(first).exists() and Path(first).with_name("key.json").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached autoencoder should have been reused")
+
+    real = ae_mod.train_autoencoder
+    monkeypatch.setattr(ae_mod, "train_autoencoder", no_training)
+    assert train({**params, "out": "runs/b"}).config.data.autoencoder == first
+    train({**params, "out": "runs/b", "steps": 3, "resume": True})  # auto resolves to the recorded path
+    _, tok, cfg = load_run("runs/b")
+    assert cfg.data.autoencoder == first and tok.token_dim == 4 * 2 * 2  # 4 latent channels, patch 2
+    with pytest.raises(AssertionError, match="reused"):  # other data (1-2 balls): another autoencoder
+        train({**params, "out": "runs/c", "max_balls": 2})
+    monkeypatch.setattr(ae_mod, "train_autoencoder", real)
+    other = train({**params, "out": "runs/c", "max_balls": 2}).config.data.autoencoder
+    assert other != first and Path(other).exists()

@@ -94,3 +94,24 @@ def test_evaluate_all_has_the_constant_velocity_row():
     scores = metrics.evaluate_all(video[:, T:], video[:, :T], video[:, T:])
     assert scores["constant_velocity"]["mse"] == 0
     assert scores["copy_last"]["mse"] > 0
+
+
+def test_object_shape_sees_a_ball_blur_and_fade():
+    """A sharp ball predicted sharp: ratios 1; blurred (mass kept): more area, less peak; faded: peak 0.5."""
+    H = 24
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+
+    def ball(cx, sigma=1.5, amp=2.0):
+        return -1 + amp * torch.exp(-((yy - 12) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+    ctx = torch.stack([ball(2), ball(22)])[None, :, None]  # (1, 2, 1, H, H); their median is the empty frame
+    truth = torch.stack([ball(8), ball(10)])[None, :, None]
+    same = metrics.object_shape(truth, truth, ctx)
+    assert same["area_ratio"] == [1.0, 1.0] and same["peak_ratio"] == [1.0, 1.0]
+    blurred = [ball(cx, 3.0, amp=0.5) for cx in (8, 10)]  # twice as wide, the same mass: a quarter of the peak
+    blur = metrics.object_shape(torch.stack(blurred)[None, :, None], truth, ctx)
+    assert all(a > 1.5 for a in blur["area_ratio"]) and all(p < 0.7 for p in blur["peak_ratio"])
+    faded = metrics.object_shape(torch.stack([ball(8, amp=1.0), ball(10, amp=1.0)])[None, :, None], truth, ctx)
+    assert faded["peak_ratio"] == pytest.approx([0.5, 0.5], abs=1e-6)
+    with pytest.raises(ValueError, match="context must be"):
+        metrics.object_shape(truth, truth, ctx[0])

@@ -22,10 +22,20 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
         assert {"mse", "psnr", "ssim", "motion_iou"} <= set(saved[row])
     assert saved["precision"] in ("fp32", "bf16") and saved["cpu_capability"]
     assert saved["steps_done"] == 3 and saved["stopped_by_budget"] is False
-    assert saved["window"] == TINY["clips"] - 1 and saved["horizon_frames"] == 2 * TINY["frames_per_clip"]
-    assert (tmp_path / "d" / "rollout.png").stat().st_size > 0 and (tmp_path / "d" / "rollout.gif").exists()
+    H = demo.EVAL["predict_clips"] * TINY["frames_per_clip"]
+    assert saved["window"] == TINY["clips"] - 1 and saved["horizon_frames"] == H == 8
+    for name in ("model", "constant_velocity", "copy_last"):  # one MSE per future frame
+        assert len(saved["per_frame_mse"][name]) == H
+    for name in ("model", "constant_velocity"):
+        assert len(saved["shape"][name]["area_ratio"]) == len(saved["shape"][name]["peak_ratio"]) == H
+    tg = saved["targets"]
+    assert tg["mse_vs_constant_velocity"] == pytest.approx(saved["model"]["mse"] / saved["constant_velocity"]["mse"])
+    assert tg["mse_target_met"] == (tg["mse_vs_constant_velocity"] <= 0.8) and saved["balls"] == [1, 1]
+    for pic in ("rollout.png", "horizon.png"):
+        assert (tmp_path / "d" / pic).stat().st_size > 0
+    assert (tmp_path / "d" / "rollout.gif").exists()
     out = capsys.readouterr().out
-    assert "constant_velocity" in out and "Trained 3 of 3 steps" in out
+    assert "constant_velocity" in out and "Trained 3 of 3 steps" in out and "targets: MSE / constant velocity" in out
 
 
 def test_demo_with_out_refuses_to_overwrite_a_run(tmp_path):

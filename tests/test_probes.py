@@ -126,3 +126,20 @@ def test_region_iou_and_boundary_f_by_hand():
     assert boundary_f(empty, empty) == 1.0 and boundary_f(a, empty) == 0.0
     with pytest.raises(ValueError, match="same shape"):
         region_iou(a, a[:, :5])
+
+
+def test_load_or_train_backbone_takes_the_first_run_that_exists(tmp_path):
+    """``make pretrain``'s run first, then notebook 04's, else a short fallback run (and it says which)."""
+    from tiny import TINY
+
+    from minivgpt.backbone import load_or_train_backbone
+    from minivgpt.train import train
+
+    pretrain, nb04, fallback = tmp_path / "pretrain", tmp_path / "nb04", tmp_path / "fallback"
+    _, _, cfg, origin = load_or_train_backbone([pretrain, nb04], fallback, steps=2, **TINY)
+    assert "trained 2 steps here" in origin and (fallback / "last.pt").exists() and cfg.train.steps == 2
+    train({**TINY, "steps": 3, "out": str(nb04)})
+    assert "nb04" in load_or_train_backbone([pretrain, nb04], fallback, **TINY)[3]
+    train({**TINY, "steps": 1, "width": 16, "heads": 2, "out": str(pretrain)})
+    model, _, cfg, origin = load_or_train_backbone([pretrain, nb04], fallback, **TINY)
+    assert "pretrain" in origin and "step 1 of 1" in origin and cfg.model.width == 16
