@@ -3,6 +3,7 @@
     make figures            (= python scripts/make_figures.py)
 
 mask.png and sequence.png need nothing; training_curve.png and rollout.png need `make demo` (runs/demo);
+horizon.png needs `make pretrain` (runs/pretrain);
 bench.png needs `make bench` (runs/bench.json). Missing inputs are reported, not invented.
 """
 
@@ -76,6 +77,16 @@ def rollout_figure() -> Path | None:
     return OUT / "rollout.png"
 
 
+def horizon_figure() -> Path | None:
+    """The forecast error and the ball's shape over the 8-frame horizon, from `make pretrain` (1-3 balls)."""
+    src = ROOT / "runs" / "pretrain" / "horizon.png"
+    if not src.exists():
+        print(f"skip horizon.png: {src} is missing (run `make pretrain`)")
+        return None
+    shutil.copyfile(src, OUT / "horizon.png")
+    return OUT / "horizon.png"
+
+
 def bench_figure() -> Path | None:
     path = ROOT / "runs" / "bench.json"
     if not path.exists():
@@ -116,7 +127,7 @@ def _save(fig, name: str) -> Path:
 
 
 def main() -> int:
-    written = [p for p in (mask_figure(), sequence_figure(), curve_figure(), rollout_figure(), bench_figure()) if p]
+    written = [p for p in (mask_figure(), sequence_figure(), curve_figure(), rollout_figure(), horizon_figure(), bench_figure()) if p]
     for p in written:
         print("wrote", p.relative_to(ROOT))
     return 0
