@@ -127,7 +127,8 @@ def _save(fig, name: str) -> Path:
 
 
 def main() -> int:
-    written = [p for p in (mask_figure(), sequence_figure(), curve_figure(), rollout_figure(), horizon_figure(), bench_figure()) if p]
+    figures = (mask_figure, sequence_figure, curve_figure, rollout_figure, horizon_figure, bench_figure)
+    written = [p for p in (make() for make in figures) if p]
     for p in written:
         print("wrote", p.relative_to(ROOT))
     return 0
