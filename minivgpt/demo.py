@@ -194,7 +194,8 @@ def _print_table(report: dict) -> None:
         print(f"{name:18s}" + "".join(f"{report[name][k]:12.4f}" for k in keys))
     print(
         f"model MSE / copy-last MSE = {report['mse_ratio_vs_copy_last']:.3f}; "
-        f"model MSE / static-background MSE = {report['model']['mse'] / report['background']['mse']:.3f}"
+        f"model MSE / static-background MSE = {report['model']['mse'] / report['background']['mse']:.3f}; "
+        f"model MSE / blank-frame MSE = {report['model']['mse'] / report['blank']['mse']:.3f}"
     )
     tg, sh = report["targets"], report["shape"]["model"]
     print(

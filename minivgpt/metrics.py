@@ -452,8 +452,8 @@ def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor
     """Score a forecast and the baselines on the same held-out frames.
 
     ``pred``/``target`` ``(B, H, C, h, w)``, ``context`` ``(B, T_ctx, C, h, w)``; returns
-    ``{"model", "copy_last", "linear", "background", "constant_velocity"}`` -> :func:`evaluate_forecast`
-    dicts.
+    ``{"model", "copy_last", "linear", "background", "constant_velocity", "blank"}`` ->
+    :func:`evaluate_forecast` dicts (``blank``: every pixel -1, the empty black frame).
     """
     h = target.shape[1]
     rows = {
@@ -462,6 +462,7 @@ def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor
         "linear": linear_extrapolation(context, h),
         "background": static_background(context, h),
         "constant_velocity": constant_velocity(context, h),
+        "blank": torch.full_like(target, -1.0),  # an empty black frame: wins when objects are likely to move away
     }
     return {name: evaluate_forecast(p, target, context=context) for name, p in rows.items()}
 

@@ -18,7 +18,7 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
     report = demo.main(_argv(out=tmp_path / "d"))
     saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(report))
-    for row in ("model", "copy_last", "linear", "background", "constant_velocity"):
+    for row in ("model", "copy_last", "linear", "background", "constant_velocity", "blank"):
         assert {"mse", "psnr", "ssim", "motion_iou"} <= set(saved[row])
     assert saved["precision"] in ("fp32", "bf16") and saved["cpu_capability"]
     assert saved["steps_done"] == 3 and saved["stopped_by_budget"] is False
