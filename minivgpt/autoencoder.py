@@ -27,10 +27,13 @@ and tensors, written atomically, and load with ``torch.load(weights_only=True)``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -533,20 +536,19 @@ AUTO_SETTINGS = dict(steps=3000, batch_size=8, lr=2e-3, latent_channels=4, hidde
 
 
 def cached_autoencoder(
-    dataset: Sequence, key: dict[str, Any], root: str | os.PathLike = "runs/autoencoder", progress: bool = True
+    make_dataset: Callable[[], Sequence],
+    key: dict[str, Any],
+    root: str | os.PathLike = "runs/autoencoder",
+    progress: bool = True,
 ) -> str:
     """The path of a frame autoencoder for the data that ``key`` describes, trained once and then reused.
 
     ``key`` names the data (e.g. the data config and seed); with :data:`AUTO_SETTINGS` it is hashed into
     the absolute path ``root/<12 hex digits>/autoencoder.pt`` (runs record it and are read from any working
-    folder), so ``make demo``, ``make pretrain`` and any run of
-    the same data share one autoencoder, and a change of data or settings gets its own. Missing: trained
-    here on ``dataset`` (:func:`train_autoencoder`) and written atomically, with ``key.json`` beside it.
+    folder), so ``make demo``, ``make pretrain`` and any run of the same data share one autoencoder, and a
+    change of data or settings gets its own. Missing: trained here (:func:`train_autoencoder`) on the
+    dataset that ``make_dataset()`` builds (only then) and written atomically, with ``key.json`` beside it.
     """
-    import hashlib
-    import json
-    from pathlib import Path
-
     record = {"key": key, "settings": AUTO_SETTINGS, "format": CHECKPOINT_FORMAT}
     text = json.dumps(record, sort_keys=True, default=str)
     folder = Path(root).resolve() / hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -554,7 +556,7 @@ def cached_autoencoder(
     if not path.exists():
         settings = dict(AUTO_SETTINGS)
         model, _ = train_autoencoder(
-            dataset, settings.pop("steps"), settings.pop("batch_size"), settings.pop("lr"),
+            make_dataset(), settings.pop("steps"), settings.pop("batch_size"), settings.pop("lr"),
             seed=int(key.get("seed", 0)), progress=progress, **settings,
         )
         save_autoencoder(model, path)

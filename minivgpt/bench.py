@@ -57,7 +57,7 @@ from .checkpoint import atomic_write
 from .config import AT_LEAST_1, ModelConfig, check_ranges, dataclass_from_params, parse_cli
 from .diffusion import RectifiedFlow
 from .hardware import resolve_device, set_threads
-from .model import VideoGPT
+from .model import VideoGPT, attention_backend
 from .rollout import rollout
 
 
@@ -275,7 +275,7 @@ def bench_train(
         "heads": heads,
         "compiled": compile and compile_error is None,
         "compile_error": compile_error,
-        "attention": attention if attention != "auto" else ("flex" if device.type == "cuda" else "mask_aware"),
+        "attention": attention_backend(attention, device),
     }
 
 

@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out, n_ctx = result.out, ev["context_clips"] * c.train.frames_per_clip
     atomic_write(out / "metrics.json", json.dumps(report, indent=2))
-    _write_pictures(out, videos, pred, n_ctx)
-    _write_horizon_plot(out, report)
+    _write_pictures(out, videos, pred, n_ctx, report)
     _print_table(report)
     return report
 
@@ -110,13 +109,12 @@ def forecast_report(
     window = max_window(c)
     pred = forecast(model, tokenizer, videos, context_clips, predict_clips, F, sample_steps, c.train.seed, window)
     ctx, future = videos[:, :n_ctx], videos[:, n_ctx:]
-    scores = metrics.evaluate_all(pred, ctx, future)
-    forecasts = {
-        "model": pred,
-        "constant_velocity": metrics.constant_velocity(ctx, future.shape[1]),
-        "copy_last": metrics.copy_last(ctx, future.shape[1]),
+    forecasts = {"model": pred, **metrics.baselines(ctx, future.shape[1])}  # computed once, scored below
+    scores = {name: metrics.evaluate_forecast(p, future, context=ctx) for name, p in forecasts.items()}
+    per_frame = {
+        n: metrics.mse(forecasts[n], future, reduction="none").mean(0).tolist()
+        for n in ("model", "constant_velocity", "copy_last")
     }
-    per_frame = {n: metrics.mse(p, future, reduction="none").mean(0).tolist() for n, p in forecasts.items()}
     shape = {n: metrics.object_shape(forecasts[n], future, ctx) for n in ("model", "constant_velocity")}
     report = {
         "horizon_frames": pred.shape[1],
@@ -145,7 +143,8 @@ def targets(scores: dict, shape: dict) -> dict:
     }
 
 
-def _write_pictures(out, videos, pred, n_ctx) -> None:
+def _write_pictures(out, videos, pred, n_ctx, report: dict) -> None:
+    """``rollout.gif`` and ``rollout.png`` (truth beside the forecast), ``horizon.png`` (:func:`viz.plot_horizon`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,16 +160,6 @@ def _write_pictures(out, videos, pred, n_ctx) -> None:
     ax = viz.show_videos(rows, context_frames=n_ctx, title="rollout on a held-out video (red line: end of context)")
     ax.figure.savefig(out / "rollout.png", dpi=120, bbox_inches="tight")
     plt.close("all")
-
-
-def _write_horizon_plot(out, report: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from . import viz
-
     axes = viz.plot_horizon(report)
     title = f"{report['eval_videos']} held-out videos, {report['horizon_frames']}-frame horizon"
     axes[0].figure.suptitle(title, y=1.04)

@@ -448,22 +448,26 @@ def evaluate_forecast(
 # ---------------------------------------------------------------------------------------------------------
 # Retrieval
 
+def baselines(context: torch.Tensor, horizon: int) -> dict[str, torch.Tensor]:
+    """Every forecasting baseline of ``context (B, T, C, H, W)`` (or unbatched) over ``horizon`` frames:
+    ``{"copy_last", "linear", "background", "constant_velocity", "blank"}`` -> ``(B, horizon, C, H, W)``
+    (``blank``: every pixel -1, the empty black frame; it wins when objects are likely to move away)."""
+    return {
+        "copy_last": copy_last(context, horizon),
+        "linear": linear_extrapolation(context, horizon),
+        "background": static_background(context, horizon),
+        "constant_velocity": constant_velocity(context, horizon),
+        "blank": context.new_full((*context.shape[:-4], horizon, *context.shape[-3:]), -1.0),
+    }
+
+
 def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor) -> dict:
     """Score a forecast and the baselines on the same held-out frames.
 
     ``pred``/``target`` ``(B, H, C, h, w)``, ``context`` ``(B, T_ctx, C, h, w)``; returns
-    ``{"model", "copy_last", "linear", "background", "constant_velocity", "blank"}`` ->
-    :func:`evaluate_forecast` dicts (``blank``: every pixel -1, the empty black frame).
+    ``{"model", **baselines}`` (:func:`baselines`) -> :func:`evaluate_forecast` dicts.
     """
-    h = target.shape[1]
-    rows = {
-        "model": pred,
-        "copy_last": copy_last(context, h),
-        "linear": linear_extrapolation(context, h),
-        "background": static_background(context, h),
-        "constant_velocity": constant_velocity(context, h),
-        "blank": torch.full_like(target, -1.0),  # an empty black frame: wins when objects are likely to move away
-    }
+    rows = {"model": pred, **baselines(context, target.shape[1])}
     return {name: evaluate_forecast(p, target, context=context) for name, p in rows.items()}
 
 

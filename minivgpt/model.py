@@ -384,10 +384,7 @@ class VideoGPT(nn.Module):
     def _attention(self, K, Fr, N, drop, device) -> MaskedAttention:
         """The attention plan of the training layout; ``Fr`` an int, or a tuple of unequal clip lengths
         (``mask_aware`` then takes its unfused split path, ``flex`` and ``dense`` their usual one)."""
-        backend = self.cfg.attention
-        if backend == "auto":
-            backend = "flex" if device.type == "cuda" else "mask_aware"
-        return _plan(K, Fr, N, drop, backend, str(device))
+        return _plan(K, Fr, N, drop, attention_backend(self.cfg.attention, device), str(device))
 
     # ---- generation with an exact KV cache of the clean history
     def prefill(
@@ -510,6 +507,14 @@ class VideoGPT(nn.Module):
 @lru_cache(maxsize=64)
 def _train_layout(K: int, Fr: int | tuple[int, ...], N: int, drop: bool) -> TokenLayout:
     return token_layout(K, Fr, N, drop)
+
+
+def attention_backend(name: str, device: torch.device) -> str:
+    """The backend ``attention=name`` trains with on ``device``: ``auto`` is compiled flex on CUDA and the
+    mask-aware path on CPU; any other name is itself."""
+    if name != "auto":
+        return name
+    return "flex" if device.type == "cuda" else "mask_aware"
 
 
 def _frames_arg(lengths: tuple[int, ...]) -> int | tuple[int, ...]:

@@ -21,6 +21,15 @@ def lr_at(step: int, lr: float, steps: int, warmup: int = 0, min_lr_ratio: float
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def schedule_step(step: int, steps: int, elapsed_s: float, budget_s: float = math.inf) -> int:
+    """The step the schedule is read at under a wall-clock budget: ``step``, or further along when the time
+    spent, ``elapsed_s`` of ``budget_s``, is (so the learning rate anneals by steps or by time, whichever
+    is further along, and a run cut off by its budget ends annealed)."""
+    if budget_s == math.inf:
+        return step
+    return max(step, round(min(1.0, elapsed_s / budget_s) * steps))
+
+
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     """Set every parameter group's learning rate to ``lr`` (times the group's ``lr_scale`` if it has one)."""
     for group in opt.param_groups:

@@ -210,10 +210,7 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
     for step in bar:
         video, _, _ = sample_batch(dataset, step, cfg.batch_size, frames, cfg.seed, slice(None))
         video = video.to(device)
-        # as in minivgpt.train: under a time budget the lr anneals by steps or time, whichever is further along
-        lr_step = step
-        if budget < math.inf:
-            lr_step = max(step, round(min(1.0, (time.perf_counter() - t0) / budget) * cfg.steps))
+        lr_step = optim.schedule_step(step, cfg.steps, time.perf_counter() - t0, budget)  # as minivgpt.train
         lr = optim.lr_at(lr_step, cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         optim.set_lr(opt, lr)
         loss = F.mse_loss(model(video[:, : cfg.context]), video[:, cfg.context :])

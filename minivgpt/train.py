@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -94,8 +95,8 @@ def resolve_autoencoder(cfg: Config, num_frames: int, rank: int = 0, world: int 
     key = {"data": d.data, "image_size": d.image_size, "num_samples": d.num_samples, "frames": num_frames,
            "seed": cfg.train.seed, **data_kwargs(d)}
     path = [None]
-    if rank == 0:
-        dataset = build_dataset(cfg, num_frames, cfg.train.seed, split="train")
+    if rank == 0:  # the training frames are gathered only when the cache misses
+        dataset = functools.partial(build_dataset, cfg, num_frames, cfg.train.seed, split="train")
         path[0] = cached_autoencoder(dataset, key, progress=cfg.train.progress)
     if world > 1:
         dist.broadcast_object_list(path, src=0)
@@ -416,7 +417,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
         lr_step = step
         if budget_s < math.inf:  # anneal by whichever is further along, steps or the time budget
             elapsed = _max_over_ranks(time.perf_counter() - t0, world, device)
-            lr_step = max(step, round(min(1.0, elapsed / budget_s) * t.steps))
+            lr_step = optim.schedule_step(step, t.steps, elapsed, budget_s)
         lr = lr_at(lr_step, cfg)
         optim.set_lr(opt, lr)
         opt.zero_grad(set_to_none=True)

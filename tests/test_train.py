@@ -169,3 +169,14 @@ def test_device_cuda_without_gpu_is_a_clear_error(tmp_path):
         pytest.skip("this machine has a GPU")
     with pytest.raises(ValueError, match="device='cuda', but this machine has no usable CUDA GPU"):
         train(TINY, steps=1, out=str(tmp_path), device="cuda")
+
+
+def test_schedule_step_follows_steps_or_the_clock_whichever_is_further():
+    """The one rule of train and simvp under minutes=: no budget -> the step; a budget -> the step or the share
+    of the time spent, times the steps, whichever is larger (capped at the last step)."""
+    from minivgpt.optim import schedule_step
+
+    assert schedule_step(10, 100, elapsed_s=999.0) == 10  # no budget
+    assert schedule_step(10, 100, elapsed_s=30.0, budget_s=60.0) == 50  # half the time spent
+    assert schedule_step(80, 100, elapsed_s=30.0, budget_s=60.0) == 80  # the steps are further along
+    assert schedule_step(10, 100, elapsed_s=120.0, budget_s=60.0) == 100  # past the budget: fully annealed
