@@ -39,12 +39,16 @@ class ModelConfig:
     num_classes: int = 0  # >0 enables class conditioning (an extra null class is added for guidance)
     attention: str = "auto"  # auto | dense | mask_aware | flex  (auto: mask_aware on CPU training, flex on CUDA)
     rope_theta: float = 100.0
+    precond: str = "none"  # none (the output is the clean estimate) | edm (skip from x_t + scaled output, EDM's)
+    sigma_data: float = 0.0  # precond=edm: the clean tokens' spread; 0 = measured on the training data
+    data_mean: float = 0.0  # precond=edm: the clean tokens' mean (measured with sigma_data=0)
 
 
 @dataclass
 class DiffusionConfig:
     history_noise: float = 0.9  # clean history is noised with t ~ U(history_noise, 1); 1.0 disables it
     t_sampling: str = "uniform"  # uniform | logit_normal
+    loss_weight: str = "x"  # x (MSE of the clean prediction) | velocity (MSE of the implied velocity, 1/(1-t)^2)
     sample_steps: int = 20  # Euler steps when sampling
     cfg_scale: float = 1.0  # classifier-free guidance scale (1.0 = off); unconditional = no history
     cond_drop: float = 0.1  # probability of dropping the class/text condition in training
@@ -325,6 +329,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "mlp_ratio": (lambda v: v > 0, "> 0"),
     "num_classes": (lambda v: v >= 0, ">= 0 (0 = unconditional)"),
     "rope_theta": (lambda v: v > 0, "> 0"),
+    "sigma_data": (lambda v: v >= 0, ">= 0 (0 = measured on the training data)"),
     "history_noise": (lambda v: 0.0 <= v <= 1.0, "[0, 1] (1.0 = no noise on the history)"),
     "sample_steps": (lambda v: v >= 1, ">= 1"),
     "cfg_scale": (lambda v: v >= 0, ">= 0 (1.0 = no guidance)"),
@@ -352,6 +357,8 @@ _RANGES: dict[str, tuple[Any, str]] = {
 _CHOICES = {
     "attention": ("auto", "dense", "mask_aware", "flex"),
     "t_sampling": ("uniform", "logit_normal"),
+    "loss_weight": ("x", "velocity"),
+    "precond": ("none", "edm"),
     "amp": ("auto", "bf16", "off"),
     "parallel": ("ddp", "fsdp"),
 }

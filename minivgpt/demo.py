@@ -100,6 +100,9 @@ def forecast_report(
     Returns the report (scores of the model and every baseline, MSE per future frame, the object's shape
     per future frame, :func:`targets`), the videos ``(B, T, C, H, W)`` and the forecast
     ``(B, predict_clips * F, C, H, W)``. Held-out: the dataset's validation split drawn with seed + 1000.
+    ``model`` is a sample (``sample_steps`` Euler steps per clip); ``model_mean`` the same network with one
+    Euler step, which returns its prediction from pure noise: the mean of what it expects (the forecast
+    with the least squared error it knows, blurred where it is unsure), scored beside the sample.
     """
     F = c.train.frames_per_clip
     T = (context_clips + predict_clips) * F
@@ -108,14 +111,15 @@ def forecast_report(
     n_ctx = context_clips * F
     window = max_window(c)
     pred = forecast(model, tokenizer, videos, context_clips, predict_clips, F, sample_steps, c.train.seed, window)
+    mean = forecast(model, tokenizer, videos, context_clips, predict_clips, F, 1, c.train.seed, window, progress=False)
     ctx, future = videos[:, :n_ctx], videos[:, n_ctx:]
-    forecasts = {"model": pred, **metrics.baselines(ctx, future.shape[1])}  # computed once, scored below
+    forecasts = {"model": pred, "model_mean": mean, **metrics.baselines(ctx, future.shape[1])}  # scored below
     scores = {name: metrics.evaluate_forecast(p, future, context=ctx) for name, p in forecasts.items()}
     per_frame = {
         n: metrics.mse(forecasts[n], future, reduction="none").mean(0).tolist()
-        for n in ("model", "constant_velocity", "copy_last")
+        for n in ("model", "model_mean", "constant_velocity", "copy_last")
     }
-    shape = {n: metrics.object_shape(forecasts[n], future, ctx) for n in ("model", "constant_velocity")}
+    shape = {n: metrics.object_shape(forecasts[n], future, ctx) for n in ("model", "model_mean", "constant_velocity")}
     report = {
         "horizon_frames": pred.shape[1],
         **scores,
@@ -184,7 +188,9 @@ def _print_table(report: dict) -> None:
     print(
         f"model MSE / copy-last MSE = {report['mse_ratio_vs_copy_last']:.3f}; "
         f"model MSE / static-background MSE = {report['model']['mse'] / report['background']['mse']:.3f}; "
-        f"model MSE / blank-frame MSE = {report['model']['mse'] / report['blank']['mse']:.3f}"
+        f"model MSE / blank-frame MSE = {report['model']['mse'] / report['blank']['mse']:.3f}; "
+        f"model_mean (one Euler step: its mean forecast, blurred) MSE / constant velocity = "
+        f"{report['model_mean']['mse'] / report['constant_velocity']['mse']:.3f}"
     )
     tg, sh = report["targets"], report["shape"]["model"]
     print(

@@ -44,6 +44,31 @@ def add_noise(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Te
     return tt * x + (1 - tt) * noise
 
 
+def precondition(
+    x_t: torch.Tensor, raw: torch.Tensor, t: torch.Tensor, sigma_data: float, data_mean: float = 0.0
+) -> torch.Tensor:
+    """EDM's preconditioning for ``x_t = t x + (1 - t) n``: ``x̂ = mu + c_skip(t) (x_t - t mu) + c_out(t) raw``.
+
+    ``raw`` is the network's output, ``x_t`` its noisy input, both ``(B, K, ...)`` with ``t (B, K)`` (or
+    ``(B, ...)`` with ``t (B,)``). For data of mean ``mu = data_mean`` and spread ``s = sigma_data``,
+    ``mu + c_skip (x_t - t mu)`` with ``c_skip = t s^2 / (t^2 s^2 + (1-t)^2)`` is the best linear guess of x
+    from x_t, and ``c_out = (1-t) s / sqrt(t^2 s^2 + (1-t)^2)`` the spread of its error, so the network only
+    predicts a unit-size residual. At t = 1 the input passes unchanged; at t = 0 the estimate is
+    ``mu + s * raw``. (EDM assumes centred data, mu = 0; pixels of a black scene sit near -1, so the mean
+    matters: without it the skip pulls every background pixel towards 0.)
+    """
+    tt = per_clip(t, x_t).to(x_t.dtype)
+    var = (tt * sigma_data) ** 2 + (1 - tt) ** 2
+    skip = tt * sigma_data**2 / var
+    return data_mean + skip * (x_t - tt * data_mean) + (1 - tt) * sigma_data / var.sqrt() * raw
+
+
+def velocity_weight(t: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
+    """Loss weight that turns the clean-prediction MSE into the velocity MSE: ``1 / (1 - t)^2``, with
+    ``1 - t`` floored at ``floor`` (the velocity error of a nearly clean input is unbounded)."""
+    return (1 - t).clamp_min(floor).pow(-2)
+
+
 def velocity(x_t: torch.Tensor, x_pred: torch.Tensor, t: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Velocity of the straight path implied by a clean prediction: ``(x̂ - x_t) / (1 - t)``."""
     return (x_pred - x_t) / (1 - per_clip(t, x_t)).clamp_min(eps)
@@ -56,13 +81,21 @@ class RectifiedFlow:
         history_noise: clean history gets ``t ~ U(history_noise, 1)``; 1.0 keeps it exactly clean.
         t_sampling: ``"uniform"`` (the authors') or ``"logit_normal"`` (t = sigmoid(n), n ~ N(0, 1)).
         cond_drop: probability of replacing the class/text condition with the null condition in training.
+        loss_weight: ``"x"`` (the MSE of the clean prediction, the authors') or ``"velocity"`` (weighted by
+            :func:`velocity_weight`, the MSE of the implied velocity; the weights are divided by their batch
+            mean, so the loss keeps the scale of the clean-prediction MSE).
     """
 
-    def __init__(self, history_noise: float = 0.9, t_sampling: str = "uniform", cond_drop: float = 0.1):
+    def __init__(
+        self, history_noise: float = 0.9, t_sampling: str = "uniform", cond_drop: float = 0.1, loss_weight: str = "x"
+    ):
         if not 0.0 <= history_noise <= 1.0:
             raise ValueError(f"history_noise={history_noise} must be in [0, 1]")
         if t_sampling not in ("uniform", "logit_normal"):
             raise ValueError(f"t_sampling={t_sampling!r}: choose 'uniform' or 'logit_normal'")
+        if loss_weight not in ("x", "velocity"):
+            raise ValueError(f"loss_weight={loss_weight!r}: choose 'x' or 'velocity'")
+        self.loss_weight = loss_weight
         self.history_noise = history_noise
         self.t_sampling = t_sampling
         self.cond_drop = cond_drop
@@ -116,7 +149,8 @@ class RectifiedFlow:
             lengths: a random cut: ``x`` is frames ``(B, T, N, D)`` of K = len(lengths) clips, and the
                 model is also called with ``lengths=``.
         Returns:
-            scalar MSE between the prediction and ``x`` over all noisy tokens.
+            scalar MSE between the prediction and ``x`` over all noisy tokens (weighted per clip with
+            ``loss_weight="velocity"``).
         """
         r = rand if rand is not None else self.draw(tuple(x.shape), generator, lengths)
         r = {k: v.to(x.device) for k, v in r.items()}
@@ -128,7 +162,11 @@ class RectifiedFlow:
         if lengths is not None:
             extra["lengths"] = tuple(lengths)
         pred = model(x_t, history, t, t_clean=t_clean, **extra)
-        return (pred.float() - x.float()).pow(2).mean()
+        err = (pred.float() - x.float()).pow(2)
+        if self.loss_weight == "x":
+            return err.mean()
+        w = per_clip(velocity_weight(tx.float()), err).expand_as(err)
+        return (w * err).sum() / w.sum()
 
     @torch.no_grad()
     def sample(

@@ -17,6 +17,8 @@ training ``forward`` and the generation API ``prefill / denoise / append`` that 
 - Random clip cuts (clips of unequal length, ``lengths=``): tokens come as frames ``(B, T, N, D)`` with the
   frames of every clip in ``lengths``; segments then differ in length, so the per-segment modulation is
   gathered per token (``seg``) instead of broadcast over equal segments. Equal clips keep the fast path.
+- Output: the clean estimate of every noisy token; with ``precond="edm"`` the head's output is a residual
+  scaled and added to the noisy input (EDM's c_skip / c_out, :func:`minivgpt.diffusion.precondition`).
 - Attention: the hierarchical mask of :mod:`minivgpt.masks` on those layouts, run by a backend of
   :mod:`minivgpt.attention` (dense SDPA, FlexAttention, or the mask-aware CPU path).
 """
@@ -35,6 +37,7 @@ from einops import rearrange
 
 from .attention import MaskedAttention
 from .config import ModelConfig
+from .diffusion import per_frame, precondition
 from .masks import mask_from_layout
 from .sequence import TokenLayout, clip_lengths, history_layout, interleave, rollout_layout, token_layout
 
@@ -371,8 +374,17 @@ class VideoGPT(nn.Module):
         h, c, _ = self.run(seq, layout, t_seg, attend, cond, drop=drop, sizes=sizes)
         out = self._noisy_out(h, c, layout, sizes)
         if noisy.ndim == 4:
-            return rearrange(out, "b (t n) d -> b t n d", n=N)
-        return rearrange(out, "b (k f n) d -> b k f n d", k=K, f=lengths[0])
+            return self.estimate(noisy, rearrange(out, "b (t n) d -> b t n d", n=N), per_frame(t, lengths))
+        return self.estimate(noisy, rearrange(out, "b (k f n) d -> b k f n d", k=K, f=lengths[0]), t)
+
+    def estimate(self, noisy: torch.Tensor, raw: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The clean estimate from the output head's ``raw`` and the noisy input, both ``(B, K, ...)`` with
+        ``t (B, K)``: ``raw`` itself, or with ``precond="edm"`` :func:`~minivgpt.diffusion.precondition`."""
+        if self.cfg.precond == "none":
+            return raw
+        if self.cfg.sigma_data <= 0:
+            raise ValueError("precond='edm' needs sigma_data > 0 (train measures it when it is 0)")
+        return precondition(noisy, raw, t, self.cfg.sigma_data, self.cfg.data_mean)
 
     def _check_tokens(self, x: torch.Tensor, shape: str) -> tuple[int, ...]:
         """The shape of ``x`` if it is ``shape`` with this model's N and D, else a ``ValueError``."""
@@ -453,7 +465,7 @@ class VideoGPT(nn.Module):
         layout = rollout_layout(len(hist), _frames_arg(hist + (Fr,)), N)[-Fr * N :]
         tokens = rearrange(noisy, "b f n d -> b (f n) d")
         h, c, _ = self.run(tokens, layout, t[:, None], sdpa(), cond, cache, drop=drop)
-        return rearrange(self._noisy_out(h, c, layout), "b (f n) d -> b f n d", f=Fr)
+        return self.estimate(noisy, rearrange(self._noisy_out(h, c, layout), "b (f n) d -> b f n d", f=Fr), t)
 
     def denoise_uncached(
         self,
@@ -476,7 +488,7 @@ class VideoGPT(nn.Module):
         t_seg = torch.cat([torch.full((B, len(lengths)), float(t_clean), device=t.device), t[:, None]], dim=1)
         attend = sdpa(mask_from_layout(layout).to(noisy.device))
         h, c, _ = self.run(tokens, layout, t_seg, attend, cond)
-        return rearrange(self._noisy_out(h, c, layout), "b (f n) d -> b f n d", f=Fr)
+        return self.estimate(noisy, rearrange(self._noisy_out(h, c, layout), "b (f n) d -> b f n d", f=Fr), t)
 
     def append(
         self, cache: KVCache | None, clean: torch.Tensor, cond: torch.Tensor | None = None, t_clean: float = 1.0

@@ -103,6 +103,19 @@ def resolve_autoencoder(cfg: Config, num_frames: int, rank: int = 0, world: int 
     return from_params({"autoencoder": path[0]}, base=cfg)
 
 
+def resolve_data_moments(cfg: Config, dataset, tokenizer: VideoTokenizer, num_frames: int, videos: int = 64) -> Config:
+    """For ``precond=edm`` with ``sigma_data=0``: measure the mean and spread of the clean tokens on the
+    first ``videos`` training videos and return the config with them (``data_mean``, ``sigma_data``), so the
+    run's saved config holds the values its model uses. Deterministic: every rank measures the same."""
+    m = cfg.model
+    if m.precond != "edm" or m.sigma_data > 0:
+        return cfg
+    batch = video_batch(dataset, range(min(videos, len(dataset))))["video"][:, :num_frames]
+    x = tokenizer.encode(batch.to(next(tokenizer.parameters(), torch.empty(0)).device), 1).float()
+    mean, std = float(x.mean()), float(x.std())
+    return from_params({"data_mean": round(mean, 4), "sigma_data": round(max(std, 1e-3), 4)}, base=cfg)
+
+
 def build_model(cfg: Config, tokenizer: VideoTokenizer) -> VideoGPT:
     return VideoGPT(cfg.model, in_dim=tokenizer.token_dim, grid=tokenizer.grid)
 
@@ -337,6 +350,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     if getattr(dataset, "latents", False):  # latent shards: the autoencoder already ran, once, in prepare
         check_latent_shards(dataset.index, cfg.data.autoencoder)
         tokenizer.latent_inputs = True
+    cfg = resolve_data_moments(cfg, dataset, tokenizer, max_frames)
     model = build_model(cfg, tokenizer)
     ema = copy.deepcopy(model).requires_grad_(False)
     if fsdp:  # shard the weights and, alike, the EMA, block by block on the way to the device
@@ -345,7 +359,8 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     else:
         model, ema = model.to(device), ema.to(device)
     opt = optim.make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2))
-    flow = RectifiedFlow(cfg.diffusion.history_noise, cfg.diffusion.t_sampling, cfg.diffusion.cond_drop)
+    d = cfg.diffusion
+    flow = RectifiedFlow(d.history_noise, d.t_sampling, d.cond_drop, d.loss_weight)
     out = Path(t.out)
     start, records, history = 0, [], []
     prepare_out(out, t.resume, t.overwrite, delete=rank == 0)

@@ -475,3 +475,42 @@ def plot_horizon(report: Mapping, axes: Sequence[Axes] | None = None) -> Sequenc
         ax.set(title=title, xlabel="future frame")
         ax.legend(fontsize=7)
     return axes
+
+
+def plot_recipe(
+    rows: Sequence[Mapping],
+    key: str = "mse_vs_constant_velocity",
+    target: float | None = 0.8,
+    ax: Axes | None = None,
+    log: bool = False,
+) -> Axes:
+    """A recipe table (:mod:`minivgpt.recipe`'s ``table.json`` rows) as a dot plot: one line per variant, a
+    dot per seed and a bar at the mean of ``key``; the first variant (the reference) is shaded, on top.
+    Dotted lines mark 1 (for a ratio: as good as the baseline) and ``target``; ``log`` for a log x axis
+    (ratios that span several times)."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    ax = _new_ax(ax, figsize=(6, 0.35 * len(variants) + 1.2))
+    for i, v in enumerate(variants):
+        xs = [r[key] for r in rows if r["variant"] == v and key in r]
+        ax.scatter(xs, [i] * len(xs), s=18, color="C0", zorder=3)
+        if xs:
+            ax.plot([np.mean(xs)] * 2, [i - 0.3, i + 0.3], color="k", lw=2, zorder=4)
+    if variants:
+        ax.axhspan(-0.5, 0.5, color="0.92", zorder=0)
+    for x, ls in ((1.0, ":"), (target, "--")):
+        if x is not None:
+            ax.axvline(x, color="0.4", lw=0.8, ls=ls)
+    ax.set_yticks(range(len(variants)), [v.replace("_", " ") for v in variants])
+    if not ax.yaxis_inverted():  # (a shared y axis is inverted once)
+        ax.invert_yaxis()
+    if log:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xscale("log")
+        lo, hi = ax.get_xlim()
+        ax.set_xticks([v for v in (0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 20) if lo <= v <= hi])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(key.replace("_", " "))
+    ax.grid(axis="x", alpha=0.3)
+    return ax

@@ -87,6 +87,21 @@ def horizon_figure() -> Path | None:
     return OUT / "horizon.png"
 
 
+def recipe_figure() -> Path | None:
+    """The recipe table (`python -m minivgpt.recipe`, committed as docs/results/recipe_balls_cpu.json)."""
+    src = ROOT / "docs" / "results" / "recipe_balls_cpu.json"
+    if not src.exists():
+        print(f"skip recipe.png: {src} is missing (run `python -m minivgpt.recipe`)")
+        return None
+    rows = json.loads(src.read_text())["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    viz.plot_recipe(rows, "mse_vs_constant_velocity", target=0.8, ax=axes[0], log=True)
+    viz.plot_recipe(rows, "mean_mse_vs_constant_velocity", target=0.8, ax=axes[1])
+    axes[0].set_title("8-frame forecast, one sample: MSE / constant velocity")
+    axes[1].set_title("the same network, one Euler step (its mean forecast)")
+    return _save(fig, "recipe.png")
+
+
 def bench_figure() -> Path | None:
     path = ROOT / "runs" / "bench.json"
     if not path.exists():
@@ -127,7 +142,7 @@ def _save(fig, name: str) -> Path:
 
 
 def main() -> int:
-    figures = (mask_figure, sequence_figure, curve_figure, rollout_figure, horizon_figure, bench_figure)
+    figures = (mask_figure, sequence_figure, curve_figure, rollout_figure, horizon_figure, recipe_figure, bench_figure)
     written = [p for p in (make() for make in figures) if p]
     for p in written:
         print("wrote", p.relative_to(ROOT))

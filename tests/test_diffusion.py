@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from minivgpt.config import ModelConfig
-from minivgpt.diffusion import RectifiedFlow, add_noise, velocity
+from minivgpt.diffusion import RectifiedFlow, add_noise, precondition, velocity, velocity_weight
 from minivgpt.model import VideoGPT
 
 
@@ -128,3 +129,73 @@ def test_condition_and_drop_mask_are_passed_to_the_model():
     assert torch.equal(seen["drop"], r["drop"][4:])
     flow.loss(model, x, rand=r)
     assert seen == {}, "without a condition the model gets no cond/drop"
+
+
+def test_precondition_endpoints_and_optimal_skip():
+    """At t = 1 the noisy input passes unchanged, at t = 0 the output is sigma_data * raw; with raw = 0 the
+    estimate c_skip x_t is the least-squares linear estimate of zero-mean data of spread sigma_data."""
+    g = torch.Generator().manual_seed(0)
+    x_t, raw = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    t = torch.tensor([[1.0, 0.0, 0.3, 0.8]] * 3)
+    out = precondition(x_t, raw, t, sigma_data=0.5)
+    assert torch.allclose(out[:, 0], x_t[:, 0]) and torch.allclose(out[:, 1], 0.5 * raw[:, 1])
+    s = 0.5
+    x, n = s * torch.randn(400_000, generator=g), torch.randn(400_000, generator=g)
+    for tv in (0.2, 0.5, 0.9):
+        xt = tv * x + (1 - tv) * n
+        best = (x * xt).mean() / (xt * xt).mean()  # least squares: x ~ c * x_t
+        c_skip = precondition(xt, torch.zeros_like(xt), torch.full_like(xt, tv), s) / xt
+        assert abs(c_skip.mean() - best) < 0.01, tv
+        # c_out is the spread of that estimate's error: the residual the network learns has unit size
+        c_out = precondition(xt, torch.ones_like(xt), torch.full_like(xt, tv), s) - c_skip * xt
+        assert abs(((x - c_skip * xt).std() / c_out.mean()) - 1) < 0.01, tv
+    # with a mean: the linear estimate is mu + c_skip (x_t - t mu), the posterior mean of Gaussian data
+    mu = -0.8
+    for tv in (0.2, 0.9):
+        xt = tv * (mu + x) + (1 - tv) * n
+        est = precondition(xt, torch.zeros_like(xt), torch.full_like(xt, tv), s, mu)
+        A = torch.stack([xt, torch.ones_like(xt)], 1)
+        best = A @ torch.linalg.lstsq(A, mu + x).solution  # least squares: x ~ a x_t + b
+        assert (est - best).abs().max() < 0.02, tv
+
+
+def test_velocity_weighted_loss_is_the_normalised_velocity_mse():
+    """loss_weight="velocity": the weighted clean-prediction error equals the velocity error up to one factor,
+    the mean weight, so a perfect model scores 0 and clips near t = 1 count more than with "x"."""
+    x = torch.randn(4, 3, 2, 5, 6)
+    off = torch.zeros(1, 3, 1, 1, 1)
+    off[0, 2] = 1.0  # wrong on clip 2 only
+
+    def model(x_t, history, t, t_clean=None):
+        model.x_t, model.t = x_t, t
+        return x + off
+
+    r = RectifiedFlow().draw(tuple(x.shape), torch.Generator().manual_seed(3))
+    loss_v = RectifiedFlow(loss_weight="velocity").loss(model, x, rand=r)
+    w = velocity_weight(r["t"])  # (B, K)
+    assert torch.allclose(loss_v, w[:, 2].sum() / w.sum(), atol=1e-6)  # error 1 on clip 2 of each sample
+    v_err = (velocity(model.x_t, x + off, model.t) - velocity(model.x_t, x, model.t)).pow(2)
+    assert (r["t"] < 0.9).all()  # no weight floored in this draw: the loss is the velocity MSE / mean weight
+    assert torch.allclose(loss_v, v_err.mean() / w.mean(), atol=1e-5)
+    assert RectifiedFlow(loss_weight="x").loss(lambda *a, **k: x, x, rand=r) == 0
+    with pytest.raises(ValueError, match="loss_weight"):
+        RectifiedFlow(loss_weight="eps")
+
+
+def test_edm_run_measures_the_data_moments_and_keeps_them(tmp_path):
+    """precond=edm with sigma_data=0: train measures the clean tokens' mean and spread, the run's config
+    keeps them, and a loaded run rebuilds the same estimate; a model without them refuses to run."""
+    from minivgpt.train import build_dataset, load_run, train
+
+    res = train(steps=2, batch_size=2, width=16, depth=1, heads=2, clips=2, frames_per_clip=1, num_samples=8,
+                precond="edm", out=str(tmp_path / "r"), progress=False, threads=1)
+    m = res.config.model
+    data = build_dataset(res.config, 2, seed=0, split="train")
+    pixels = torch.stack([data[i]["video"] for i in range(len(data))])
+    assert m.sigma_data > 0 and abs(m.data_mean - pixels.mean().item()) < 1e-3  # identity tokens = pixels
+    assert abs(m.sigma_data - pixels.std().item()) < 1e-3
+    loaded, _, cfg = load_run(tmp_path / "r")
+    assert (cfg.model.sigma_data, cfg.model.data_mean) == (m.sigma_data, m.data_mean)
+    with pytest.raises(ValueError, match="sigma_data"):
+        VideoGPT(ModelConfig(width=16, depth=1, heads=2, precond="edm"), in_dim=6, grid=(1, 2)).estimate(
+            torch.zeros(1, 2, 6), torch.zeros(1, 2, 6), torch.zeros(1))

@@ -30,10 +30,12 @@ def frames(lengths=LENGTHS, B=2, seed=1):
             torch.rand(B, len(lengths), generator=g))
 
 
-@pytest.mark.parametrize("attention", ["dense", "mask_aware", "flex"])
-def test_training_forward_equals_cached_denoising(attention):
-    """Each noisy clip's prediction in the training forward is what the cached rollout denoises."""
-    m = make_model(attention)
+@pytest.mark.parametrize("attention,precond", [("dense", "none"), ("mask_aware", "none"), ("flex", "none"),
+                                               ("dense", "edm"), ("mask_aware", "edm")])
+def test_training_forward_equals_cached_denoising(attention, precond):
+    """Each noisy clip's prediction in the training forward is what the cached rollout denoises (also with
+    EDM preconditioning, where the estimate mixes in the noisy input at each clip's own t)."""
+    m = make_model(attention, precond=precond, sigma_data=0.4, data_mean=-0.5)
     noisy, clean, t = frames()
     with torch.no_grad():
         pred = m(noisy, clean, t, lengths=LENGTHS)

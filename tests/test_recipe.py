@@ -1,0 +1,62 @@
+"""The recipe table (minivgpt.recipe): every variant is a valid training config; a tiny table trains,
+scores and re-scores; summaries and the dot plot."""
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from minivgpt import demo, recipe, viz  # noqa: E402
+from minivgpt.config import from_params  # noqa: E402
+
+
+def test_every_variant_is_a_valid_config_that_differs_from_the_demo():
+    base = from_params({**demo.DEFAULTS}).to_params()
+    for name, keys in recipe.VARIANTS.items():
+        params = from_params({**demo.DEFAULTS, **keys}).to_params()
+        changed = {k for k in params if params[k] != base[k]}
+        assert changed == set(keys) or name == "pixel", name
+    assert set(recipe.RECIPE) <= set(recipe.VARIANTS) and recipe.RECIPE[0] == "pixel"
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ValueError, match="did you mean 'variants'"):
+        recipe.main(["variant=edm"])
+    with pytest.raises(ValueError, match="unknown variant 'foo'"):
+        recipe.main(["variants=pixel,foo"])
+    with pytest.raises(ValueError, match="minutes"):
+        recipe.main(["minutes=0"])
+
+
+def test_summarize_mean_sd_and_missing_keys():
+    rows = [{"variant": "a", "mse": 1.0, "ssim": 0.5}, {"variant": "a", "mse": 3.0},
+            {"variant": "b", "mse": 2.0, "ssim": 0.7}]
+    s = recipe.summarize(rows, keys=("mse", "ssim"))
+    assert list(s) == ["a", "b"]
+    assert s["a"]["mse"] == pytest.approx((2.0, 2**0.5, 2)) and s["a"]["ssim"] == (0.5, 0.0, 1)
+    assert s["b"]["mse"] == (2.0, 0.0, 1)
+    ax = viz.plot_recipe([{**r, "ratio": r["mse"]} for r in rows], key="ratio")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+
+
+def test_a_tiny_table_trains_scores_and_rescores(tmp_path, monkeypatch):
+    tiny = {**demo.DEFAULTS, "width": 16, "depth": 1, "heads": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 5,
+            "warmup": 1, "num_samples": 16}
+    monkeypatch.setattr(demo, "DEFAULTS", tiny)
+    monkeypatch.setattr(demo, "EVAL", {**demo.EVAL, "eval_videos": 4, "sample_steps": 2})
+    out = tmp_path / "table"
+    rows = recipe.main(["minutes=0.03", "seeds=0", "variants=pixel,edm", f"out={out}", "euler=1"])
+    assert [(r["variant"], r["sample_steps"]) for r in rows] == [("pixel", 2), ("euler1", 1), ("edm", 2)]
+    saved = json.loads((out / "table.json").read_text())
+    assert saved["rows"] == rows and saved["cpu_capability"] and saved["minutes"] == 0.03
+    assert rows[2]["params"] == {"precond": "edm"} and all(r["steps"] >= 1 and r["mse"] > 0 for r in rows)
+    # re-scoring the pixel run with another step count keeps every other row and the training figures
+    again = recipe.main(["seeds=0", "variants=pixel", f"out={out}", "euler=3", "score_only=true"])
+    assert sorted((r["variant"], r["sample_steps"]) for r in again) == [
+        ("edm", 2), ("euler1", 1), ("euler3", 3), ("pixel", 2)]
+    pixel = [r for r in again if r["variant"] == "pixel"][0]
+    assert pixel["steps"] == rows[0]["steps"] and pixel["mse"] == pytest.approx(rows[0]["mse"])
+    assert json.loads((out / "table.json").read_text())["minutes"] == 0.03
