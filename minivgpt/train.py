@@ -103,15 +103,16 @@ def resolve_autoencoder(cfg: Config, num_frames: int, rank: int = 0, world: int 
     return from_params({"autoencoder": path[0]}, base=cfg)
 
 
-def resolve_data_moments(cfg: Config, dataset, tokenizer: VideoTokenizer, num_frames: int, videos: int = 64) -> Config:
+def resolve_data_moments(
+    cfg: Config, dataset, tokenizer: VideoTokenizer, device: torch.device, videos: int = 64
+) -> Config:
     """For ``precond=edm`` with ``sigma_data=0``: measure the mean and spread of the clean tokens on the
     first ``videos`` training videos and return the config with them (``data_mean``, ``sigma_data``), so the
     run's saved config holds the values its model uses. Deterministic: every rank measures the same."""
     m = cfg.model
     if m.precond != "edm" or m.sigma_data > 0:
         return cfg
-    batch = video_batch(dataset, range(min(videos, len(dataset))))["video"][:, :num_frames]
-    x = tokenizer.encode(batch.to(next(tokenizer.parameters(), torch.empty(0)).device), 1).float()
+    x = tokenizer.encode(video_batch(dataset, range(min(videos, len(dataset))))["video"].to(device), 1).float()
     mean, std = float(x.mean()), float(x.std())
     return from_params({"data_mean": round(mean, 4), "sigma_data": round(max(std, 1e-3), 4)}, base=cfg)
 
@@ -350,7 +351,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     if getattr(dataset, "latents", False):  # latent shards: the autoencoder already ran, once, in prepare
         check_latent_shards(dataset.index, cfg.data.autoencoder)
         tokenizer.latent_inputs = True
-    cfg = resolve_data_moments(cfg, dataset, tokenizer, max_frames)
+    cfg = resolve_data_moments(cfg, dataset, tokenizer, device)
     model = build_model(cfg, tokenizer)
     ema = copy.deepcopy(model).requires_grad_(False)
     if fsdp:  # shard the weights and, alike, the EMA, block by block on the way to the device

@@ -56,8 +56,7 @@ def sequence_figure() -> Path:
 
 def curve_figure() -> Path | None:
     path = ROOT / "runs" / "demo" / "metrics.jsonl"
-    if not path.exists():
-        print(f"skip training_curve.png: {path} is missing (run `make demo`)")
+    if not _have(path, "training_curve.png", "make demo"):
         return None
     fig, ax = plt.subplots(figsize=(7, 3.5))
     viz.plot_curves(viz.load_jsonl(path), keys=("loss",), ax=ax, logy=True, title="make demo: training loss")
@@ -66,8 +65,7 @@ def curve_figure() -> Path | None:
 
 def rollout_figure() -> Path | None:
     src = ROOT / "runs" / "demo" / "rollout.png"
-    if not src.exists():
-        print(f"skip rollout.png: {src} is missing (run `make demo`)")
+    if not _have(src, "rollout.png", "make demo"):
         return None
     OUT.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, OUT / "rollout.png")
@@ -80,8 +78,7 @@ def rollout_figure() -> Path | None:
 def horizon_figure() -> Path | None:
     """The forecast error and the ball's shape over the 8-frame horizon, from `make pretrain` (1-3 balls)."""
     src = ROOT / "runs" / "pretrain" / "horizon.png"
-    if not src.exists():
-        print(f"skip horizon.png: {src} is missing (run `make pretrain`)")
+    if not _have(src, "horizon.png", "make pretrain"):
         return None
     shutil.copyfile(src, OUT / "horizon.png")
     return OUT / "horizon.png"
@@ -90,8 +87,7 @@ def horizon_figure() -> Path | None:
 def recipe_figure() -> Path | None:
     """The recipe table (`python -m minivgpt.recipe`, committed as docs/results/recipe_balls_cpu.json)."""
     src = ROOT / "docs" / "results" / "recipe_balls_cpu.json"
-    if not src.exists():
-        print(f"skip recipe.png: {src} is missing (run `python -m minivgpt.recipe`)")
+    if not _have(src, "recipe.png", "python -m minivgpt.recipe"):
         return None
     rows = json.loads(src.read_text())["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
@@ -104,8 +100,7 @@ def recipe_figure() -> Path | None:
 
 def bench_figure() -> Path | None:
     path = ROOT / "runs" / "bench.json"
-    if not path.exists():
-        print(f"skip bench.png: {path} is missing (run `make bench`)")
+    if not _have(path, "bench.png", "make bench"):
         return None
     b = json.loads(path.read_text())
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -132,6 +127,13 @@ def bench_figure() -> Path | None:
     fig.suptitle(f"python -m minivgpt.bench on {b['device']}", fontsize=10)
     fig.tight_layout()
     return _save(fig, "bench.png")
+
+
+def _have(src: Path, figure: str, command: str) -> bool:
+    """Whether the source of ``figure`` exists; if not, say which command writes it (the figure is skipped)."""
+    if not src.exists():
+        print(f"skip {figure}: {src} is missing (run `{command}`)")
+    return src.exists()
 
 
 def _save(fig, name: str) -> Path:
