@@ -117,7 +117,15 @@ class Forecaster:
     kind: str
     stochastic: bool
 
-    def __init__(self, run: str | os.PathLike, device: str, context: int, predict: int, steps: int | None):
+    def __init__(
+        self,
+        run: str | os.PathLike,
+        device: str,
+        context: int,
+        predict: int,
+        steps: int | None,
+        temperature: float = 1.0,
+    ):
         ckpt = checkpoint.load_latest(run, map_location="cpu")
         if ckpt is None:
             raise checkpoint.CheckpointError(f"no checkpoint in {run} (expected last.pt): train first")
@@ -147,7 +155,7 @@ class Forecaster:
             self.frames, self.window = Fr, max_window(cfg)
             self.data, self.image_size, self.seed = cfg.data.data, cfg.data.image_size, cfg.train.seed
             self.steps = steps or cfg.diffusion.sample_steps
-            self.channels, self.stochastic = self.tokenizer.channels, True
+            self.channels, self.stochastic, self.temperature = self.tokenizer.channels, temperature > 0, temperature
             self.data_kw = data_kwargs(cfg.data)
         else:
             raise checkpoint.CheckpointError(f"{run}: unknown run kind {self.kind!r} (expected videogpt or simvp)")
@@ -164,7 +172,7 @@ class Forecaster:
         seed = self.seed + 1_000_003 * sample + batch_index
         pred = forecast(
             self.model, self.tokenizer, videos, self.context // self.frames, self.predict // self.frames,
-            self.frames, self.steps, seed=seed, window=self.window, progress=False,
+            self.frames, self.steps, seed=seed, window=self.window, progress=False, temperature=self.temperature,
         )  # fmt: skip
         return pred.clamp(-1, 1).cpu()
 
@@ -179,6 +187,7 @@ def evaluate_run(
     videos: int = 256,
     batch_size: int = 16,
     steps: int | None = None,
+    temperature: float = 1.0,
     split: str = "val",
     seed: int | None = None,
     out: str | os.PathLike | None = None,
@@ -193,16 +202,20 @@ def evaluate_run(
     Args:
         run: a run folder (``last.pt``). data: a ``data=`` string (default: the run's). samples: forecasts per
         sequence (VideoGPT; a SimVP run is deterministic and makes one). steps: Euler steps per clip (default:
-        the run's ``sample_steps``). split: ``val`` (default), ``train`` or ``all`` for real data. seed: of
+        the run's ``sample_steps``). temperature: of the starting noise (1 samples; 0, the flow from the
+        origin, is one deterministic forecast, so ``samples`` is then 1). split: ``val`` (default), ``train``
+        or ``all`` for real data. seed: of
         generated data (default: the run's seed + 1000). out: path stem of the outputs (default ``RUN/evaluate``).
     """
     sizes = dict(samples=samples, videos=videos, batch_size=batch_size, context=context, predict=predict)
     check_ranges(sizes, dict.fromkeys(sizes, AT_LEAST_1))
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (1 samples, 0 is one deterministic forecast)")
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
     set_threads(threads)
     t0 = time.perf_counter()
-    model = Forecaster(run, device, context, predict, steps)
+    model = Forecaster(run, device, context, predict, steps, temperature)
     spec = data or model.data
     data_seed = model.seed + HELD_OUT_SEED if seed is None else seed
     kw = model.data_kw if spec == model.data else {}
@@ -254,6 +267,7 @@ def evaluate_run(
         "samples": n_samples,
         "videos": n,
         "sample_steps": model.steps,
+        "temperature": temperature if model.kind == "videogpt" else None,
         "convention": CONVENTION,
         "rows": rows,
         "mse_vs_blank": rows["model"]["mse"] / max(rows["blank"]["mse"], 1e-12),
@@ -337,6 +351,7 @@ class EvalConfig:
     videos: int = 256
     batch_size: int = 16
     steps: int = 0  # Euler steps per clip; 0: the run's sample_steps
+    temperature: float = 1.0  # of the starting noise: 1 samples, 0 is one deterministic forecast
     split: str = "val"
     seed: int = -1  # -1: the run's seed
     out: str = ""  # empty: RUN/evaluate

@@ -10,8 +10,10 @@ Variants (each the demo's DEFAULTS plus the keys in VARIANTS): ``pixel`` (the de
 pixels), ``latent`` (the cached frame autoencoder, ``autoencoder=auto``, 4x down, patch 2: the same 16
 tokens per frame), and the recipe rows (``variants=recipe`` is all of RECIPE): the velocity-weighted loss,
 EDM preconditioning, logit-normal t, no history noise, progressive training with random cuts, width,
-depth, EMA decay. The ``pixel`` runs are also sampled with 1, 10 and 50 Euler steps (rows ``euler1``,
-``euler10``, ``euler50``: the same networks; one step returns the model's mean forecast). ``score_only=true``
+depth, EMA decay. Every run is scored twice: its forecast (row ``<variant>``: the demo's, temperature 0)
+and a sample (row ``<variant>_sample``: temperature 1, 20 Euler steps). The ``pixel`` runs are also
+sampled with 1, 10 and 50 Euler steps at temperature 1 (rows ``euler1``, ``euler10``, ``euler50``: the same
+networks; one step returns the model's mean forecast). ``score_only=true``
 re-scores the runs already in OUT without training. Writes ``OUT/<variant>_s<seed>/`` (the runs) and ``OUT/table.json``
 (after every run, so a long table can be read while it grows); prints mean and sd per variant.
 The autoencoder is trained once per data and seed before the timed run starts (its cache is reused).
@@ -52,7 +54,7 @@ VARIANTS = {
 RECIPE = ["pixel", "v_loss", "edm", "edm_v_loss", "edm_mu0", "logit_normal", "no_history_noise", "progressive_cuts",
           "width192", "depth6", "ema0.999"]
 KEYS = ("steps", "final_loss", "mse", "ssim", "mse_vs_constant_velocity", "mse_vs_blank")
-EULER = (1, 10, 50)  # extra sampling steps for the `pixel` runs (the demo samples with 20; 1 = the mean)
+EULER = (1, 10, 50)  # extra sampling steps for the `pixel` runs at temperature 1 (the sample row has 20; 1 = the mean)
 
 
 def train_variant(variant: str, seed: int, minutes: float, threads: int, out: Path) -> dict:
@@ -75,24 +77,32 @@ def run_info(records: list[dict]) -> dict:
 
 
 def score(variant: str, seed: int, out: Path, euler: tuple[int, ...], info: dict) -> list[dict]:
-    """Score the run ``OUT/<variant>_s<seed>`` like ``make demo`` (the `pixel` runs also at every Euler step
-    count in ``euler``): one row per sampler setting."""
+    """Score the run ``OUT/<variant>_s<seed>`` like ``make demo`` (its forecast: :data:`demo.EVAL`'s steps at
+    temperature 0; the row ``<variant>_sample`` is its sample at temperature 1; the `pixel` runs also at every
+    Euler step count in ``euler``, temperature 1): one row per sampler setting."""
     model, tokenizer, cfg = load_run(out / f"{variant}_s{seed}")
     rows = []
-    samplers = [(variant, demo.EVAL["sample_steps"])] + [(f"euler{n}", n) for n in euler] * (variant == "pixel")
-    for name, steps in samplers:
-        report, _, _ = demo.forecast_report(model, tokenizer, cfg, **{**demo.EVAL, "sample_steps": steps})
+    ev = {k: demo.EVAL[k] for k in ("context_clips", "predict_clips", "eval_videos")}
+    report, _, _ = demo.forecast_report(model, tokenizer, cfg, **ev, sample_steps=demo.EVAL["sample_steps"],
+                                        temperature=demo.EVAL["temperature"])
+    reports = [(variant, report, "model"), (f"{variant}_sample", report, "model_sample")]
+    for n in euler if variant == "pixel" else ():
+        reports.append((f"euler{n}", demo.forecast_report(model, tokenizer, cfg, **ev, sample_steps=n,
+                                                          temperature=1.0)[0], "model"))
+    for name, rep, key in reports:
         rows.append({
-            "variant": name, "seed": seed, **info, "sample_steps": steps,
-            "mse": report["model"]["mse"], "ssim": report["model"]["ssim"],
-            "mse_vs_constant_velocity": report["targets"]["mse_vs_constant_velocity"],
-            "mse_vs_copy_last": report["mse_ratio_vs_copy_last"],
-            "mse_vs_blank": report["model"]["mse"] / report["blank"]["mse"],
-            "mean_mse_vs_constant_velocity": report["model_mean"]["mse"] / report["constant_velocity"]["mse"],
-            "mean_ssim": report["model_mean"]["ssim"],
-            "area_ratio": report["shape"]["model"]["area_ratio"],
-            "peak_ratio": report["shape"]["model"]["peak_ratio"],
-            "baselines": {k: report[k]["mse"] for k in ("copy_last", "constant_velocity", "background", "blank")},
+            "variant": name, "seed": seed, **info, "sample_steps": rep["sampler"][key]["steps"],
+            "temperature": rep["sampler"][key]["temperature"],
+            "mse": rep[key]["mse"], "ssim": rep[key]["ssim"],
+            "mse_vs_constant_velocity": rep[key]["mse"] / rep["constant_velocity"]["mse"],
+            "ssim_constant_velocity": rep["constant_velocity"]["ssim"],
+            "mse_vs_copy_last": rep[key]["mse"] / rep["copy_last"]["mse"],
+            "mse_vs_blank": rep[key]["mse"] / rep["blank"]["mse"],
+            "mean_mse_vs_constant_velocity": rep["model_mean"]["mse"] / rep["constant_velocity"]["mse"],
+            "mean_ssim": rep["model_mean"]["ssim"],
+            "area_ratio": rep["shape"][key]["area_ratio"],
+            "peak_ratio": rep["shape"][key]["peak_ratio"],
+            "baselines": {k: rep[k]["mse"] for k in ("copy_last", "constant_velocity", "background", "blank")},
             "params": VARIANTS[variant],
         })
     return rows

@@ -55,6 +55,7 @@ def rollout(
     progress: bool = False,
     lengths: Sequence[int] | None = None,
     frames_per_clip: int | None = None,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Generate ``num_clips`` clips after a clean context.
 
@@ -73,6 +74,8 @@ def rollout(
         lengths: frames of each context clip (they sum to T) for a context of unequal clips.
         frames_per_clip: frames F' of each generated clip; by default F (with ``lengths``, the length
             of the last context clip). Only with ``lengths`` may it differ from the context's clips.
+        temperature: scale of every clip's starting noise (>= 0). 1 samples the model's distribution; 0
+            starts every clip from the same point and follows the flow from there (a deterministic forecast).
     Returns:
         ``(B, C + num_clips, F, N, D)``: the context followed by the generated clips; with ``lengths``,
         frames ``(B, T + num_clips * F', N, D)``.
@@ -80,6 +83,8 @@ def rollout(
     if context.ndim != (4 if lengths is not None else 5):
         want = "frames (B, T, N, D) with lengths" if lengths is not None else "clean tokens (B, C, F, N, D)"
         raise ValueError(f"context must be {want}, got {tuple(context.shape)}")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (1 samples, 0 is deterministic)")
     if window < 1 or num_clips < 0:
         raise ValueError(f"need window >= 1 and num_clips >= 0, got window={window}, num_clips={num_clips}")
     if lengths is None:  # equal clips: the same clip list, stacked back at the end
@@ -120,7 +125,7 @@ def rollout(
         else:
             denoise = lambda x, t: model.denoise_uncached(history, x, t, cond, lengths=hist_lengths)  # noqa: E731, B023
         uncond = lambda x, t: model.denoise(x, t, None, cond, drop=drop_all)  # noqa: E731
-        noise = torch.randn((B, Fr, N, D), generator=generator).to(context.device, context.dtype)
+        noise = temperature * torch.randn((B, Fr, N, D), generator=generator).to(context.device, context.dtype)
         new = flow.sample(denoise, noise, steps, cfg_scale, uncond if cfg_scale != 1.0 else None)
         clips.append(new)
         if use_cache:
@@ -144,6 +149,8 @@ def forecast(
     seed: int = 0,
     window: int | None = None,
     progress: bool = True,
+    temperature: float = 1.0,
+    cfg_scale: float = 1.0,
 ) -> torch.Tensor:
     """Roll out ``predict_clips`` clips after the first ``context_clips`` clips of ``videos (B, T, C, H, W)``;
     returns the predicted frames ``(B, predict_clips * F, C, H, W)``.
@@ -160,5 +167,7 @@ def forecast(
         window=window,
         generator=torch.Generator().manual_seed(seed),
         progress=progress,
+        temperature=temperature,
+        cfg_scale=cfg_scale,
     )
     return tokenizer.decode(out[:, context_clips:])

@@ -24,9 +24,14 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
     assert saved["steps_done"] == 3 and saved["stopped_by_budget"] is False
     H = demo.EVAL["predict_clips"] * TINY["frames_per_clip"]
     assert saved["window"] == TINY["clips"] - 1 and saved["horizon_frames"] == H == 8
-    for name in ("model", "constant_velocity", "copy_last"):  # one MSE per future frame
+    # the forecast (temperature 0), a sample (temperature 1, the run's 20 steps) and the one-step mean
+    assert saved["sampler"] == {"model": {"steps": 2, "temperature": 0.0},
+                                "model_sample": {"steps": 20, "temperature": 1.0},
+                                "model_mean": {"steps": 1, "temperature": 1.0}}
+    assert len({saved[k]["mse"] for k in ("model", "model_sample", "model_mean")}) == 3
+    for name in ("model", "model_sample", "model_mean", "constant_velocity", "copy_last"):  # MSE per future frame
         assert len(saved["per_frame_mse"][name]) == H
-    for name in ("model", "constant_velocity"):
+    for name in ("model", "model_sample", "model_mean", "constant_velocity"):
         assert len(saved["shape"][name]["area_ratio"]) == len(saved["shape"][name]["peak_ratio"]) == H
     tg = saved["targets"]
     assert tg["mse_vs_constant_velocity"] == pytest.approx(saved["model"]["mse"] / saved["constant_velocity"]["mse"])

@@ -97,6 +97,16 @@ def test_evaluate_cli_and_errors(tiny_run, tmp_path, capsys):
         main([str(tiny_run), "sample=2"])
     with pytest.raises(Exception, match="no checkpoint"):
         evaluate_run(tmp_path / "nothing", progress=False)
+    with pytest.raises(ValueError, match="temperature=-1"):
+        evaluate_run(tiny_run, context=2, predict=2, videos=1, temperature=-1, progress=False)
+
+
+def test_evaluate_at_temperature_zero_is_one_deterministic_forecast(tiny_run, tmp_path):
+    kw = dict(context=2, predict=2, videos=3, steps=2, progress=False, pictures=False, temperature=0.0)
+    a = evaluate_run(tiny_run, samples=3, out=tmp_path / "a", **kw)
+    b = evaluate_run(tiny_run, samples=1, seed=1000, out=tmp_path / "b", **kw)
+    assert a["samples"] == 1 and a["temperature"] == 0.0 and "model_best_of_n" not in a["rows"]
+    assert a["rows"]["model"]["mse"] == b["rows"]["model"]["mse"]
 
 
 def test_simvp_shapes_and_config():

@@ -49,14 +49,16 @@ def test_a_tiny_table_trains_scores_and_rescores(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "EVAL", {**demo.EVAL, "eval_videos": 4, "sample_steps": 2})
     out = tmp_path / "table"
     rows = recipe.main(["minutes=0.03", "seeds=0", "variants=pixel,edm", f"out={out}", "euler=1"])
-    assert [(r["variant"], r["sample_steps"]) for r in rows] == [("pixel", 2), ("euler1", 1), ("edm", 2)]
+    assert [(r["variant"], r["sample_steps"], r["temperature"]) for r in rows] == [
+        ("pixel", 2, 0.0), ("pixel_sample", 20, 1.0), ("euler1", 1, 1.0), ("edm", 2, 0.0), ("edm_sample", 20, 1.0)]
     saved = json.loads((out / "table.json").read_text())
     assert saved["rows"] == rows and saved["cpu_capability"] and saved["minutes"] == 0.03
-    assert rows[2]["params"] == {"precond": "edm"} and all(r["steps"] >= 1 and r["mse"] > 0 for r in rows)
+    assert rows[3]["params"] == {"precond": "edm"} and all(r["steps"] >= 1 and r["mse"] > 0 for r in rows)
+    assert rows[0]["mse"] != rows[1]["mse"]  # the forecast (temperature 0) and the sample differ
     # re-scoring the pixel run with another step count keeps every other row and the training figures
     again = recipe.main(["seeds=0", "variants=pixel", f"out={out}", "euler=3", "score_only=true"])
     assert sorted((r["variant"], r["sample_steps"]) for r in again) == [
-        ("edm", 2), ("euler1", 1), ("euler3", 3), ("pixel", 2)]
+        ("edm", 2), ("edm_sample", 20), ("euler1", 1), ("euler3", 3), ("pixel", 2), ("pixel_sample", 20)]
     pixel = [r for r in again if r["variant"] == "pixel"][0]
     assert pixel["steps"] == rows[0]["steps"] and pixel["mse"] == pytest.approx(rows[0]["mse"])
     assert json.loads((out / "table.json").read_text())["minutes"] == 0.03
