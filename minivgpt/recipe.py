@@ -108,6 +108,15 @@ def score(variant: str, seed: int, out: Path, euler: tuple[int, ...], info: dict
     return rows
 
 
+def readings(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A table's rows split by how the network was read: the forecasts (rows named for their variant) and the
+    samples (``<variant>_sample``, renamed to the variant so both plot on the same lines); the Euler rows of
+    the `pixel` runs are in neither."""
+    forecasts = [r for r in rows if r["variant"] in VARIANTS]
+    samples = [{**r, "variant": r["variant"].removesuffix("_sample")} for r in rows if r["variant"].endswith("_sample")]
+    return forecasts, samples
+
+
 def summarize(rows: list[dict], keys: tuple[str, ...] = KEYS) -> dict[str, dict[str, tuple[float, float, int]]]:
     """Mean, sample standard deviation (0 for one seed) and count of every key, per variant, in the order
     the variants first appear: ``{variant: {key: (mean, sd, n)}}``. Rows lacking a key are left out of it."""
@@ -162,8 +171,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             done = {(r["variant"], r["seed"]) for r in new}
             old = [r for r in old if (r["variant"], r["seed"]) not in done]
             rows += new
-            table = {"rows": old + rows, "minutes": minutes, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                     "threads": threads, "seeds": seeds,
+            trained = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": threads, "seeds": seeds}
+            if score_only:  # the training figures are the saved table's; so are its other notes (command, ...)
+                trained = {**trained, **{k: v for k, v in saved.items() if k not in ("rows", "minutes")}}
+            table = {**trained, "rows": old + rows, "minutes": minutes,
                      "horizon_frames": demo.EVAL["predict_clips"] * demo.DEFAULTS["frames_per_clip"]}
             atomic_write(out / "table.json", json.dumps(table, indent=2))
     rows = old + rows

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from minivgpt import masks, sequence, viz  # noqa: E402
+from minivgpt import masks, recipe, sequence, viz  # noqa: E402
 from minivgpt.notebook import ROOT  # noqa: E402
 
 OUT = ROOT / "docs" / "figures"
@@ -89,12 +89,12 @@ def recipe_figure() -> Path | None:
     src = ROOT / "docs" / "results" / "recipe_balls_cpu.json"
     if not _have(src, "recipe.png", "python -m minivgpt.recipe"):
         return None
-    rows = json.loads(src.read_text())["rows"]
+    forecasts, samples = recipe.readings(json.loads(src.read_text())["rows"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
-    viz.plot_recipe(rows, "mse_vs_constant_velocity", target=0.8, ax=axes[0], log=True)
-    viz.plot_recipe(rows, "mean_mse_vs_constant_velocity", target=0.8, ax=axes[1])
-    axes[0].set_title("8-frame forecast, one sample: MSE / constant velocity")
-    axes[1].set_title("the same network, one Euler step (its mean forecast)")
+    viz.plot_recipe(forecasts, "mse_vs_constant_velocity", target=0.8, ax=axes[0])
+    viz.plot_recipe(samples, "mse_vs_constant_velocity", target=0.8, ax=axes[1], log=True)
+    axes[0].set_title("8-frame forecast (5 steps, temperature 0): MSE / constant velocity", fontsize=9)
+    axes[1].set_title("a sample (20 steps, temperature 1), log scale", fontsize=9)
     return _save(fig, "recipe.png")
 
 

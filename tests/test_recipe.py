@@ -56,9 +56,18 @@ def test_a_tiny_table_trains_scores_and_rescores(tmp_path, monkeypatch):
     assert rows[3]["params"] == {"precond": "edm"} and all(r["steps"] >= 1 and r["mse"] > 0 for r in rows)
     assert rows[0]["mse"] != rows[1]["mse"]  # the forecast (temperature 0) and the sample differ
     # re-scoring the pixel run with another step count keeps every other row and the training figures
-    again = recipe.main(["seeds=0", "variants=pixel", f"out={out}", "euler=3", "score_only=true"])
+    again = recipe.main(["seeds=0", "variants=pixel", f"out={out}", "euler=3", "score_only=true", "threads=2"])
     assert sorted((r["variant"], r["sample_steps"]) for r in again) == [
         ("edm", 2), ("edm_sample", 20), ("euler1", 1), ("euler3", 3), ("pixel", 2), ("pixel_sample", 20)]
     pixel = [r for r in again if r["variant"] == "pixel"][0]
     assert pixel["steps"] == rows[0]["steps"] and pixel["mse"] == pytest.approx(rows[0]["mse"])
-    assert json.loads((out / "table.json").read_text())["minutes"] == 0.03
+    saved = json.loads((out / "table.json").read_text())
+    assert saved["minutes"] == 0.03 and saved["threads"] == 1  # the training's, not the re-scoring's threads=2
+
+
+def test_readings_split_forecasts_from_samples():
+    rows = [{"variant": "pixel", "x": 1}, {"variant": "pixel_sample", "x": 2}, {"variant": "euler1", "x": 3},
+            {"variant": "edm", "x": 4}, {"variant": "edm_sample", "x": 5}]
+    forecasts, samples = recipe.readings(rows)
+    assert [(r["variant"], r["x"]) for r in forecasts] == [("pixel", 1), ("edm", 4)]
+    assert [(r["variant"], r["x"]) for r in samples] == [("pixel", 2), ("edm", 5)]
