@@ -50,6 +50,7 @@ VARIANTS = {
     "width192": {"width": 192},
     "depth6": {"depth": 6},
     "ema0.999": {"ema_decay": 0.999},
+    "clips6": {"clips": 6},  # 12-frame training videos: the rollout's window (K - 1 = 5) then keeps the context
 }
 RECIPE = ["pixel", "v_loss", "edm", "edm_v_loss", "edm_mu0", "logit_normal", "no_history_noise", "progressive_cuts",
           "width192", "depth6", "ema0.999"]
