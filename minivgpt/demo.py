@@ -30,7 +30,7 @@ import torch
 
 from . import metrics
 from .checkpoint import atomic_write
-from .config import parse_bool, parse_cli
+from .config import AT_LEAST_1, NON_NEGATIVE, check_ranges, parse_bool, parse_cli
 from .notebook import runs_dir
 from .rollout import forecast, max_window
 from .train import build_dataset, train
@@ -75,7 +75,7 @@ TARGETS = dict(mse_vs_constant_velocity=0.8, area_tolerance=0.25, peak_tolerance
 
 def main(argv: list[str] | None = None) -> dict:
     params = parse_cli(sys.argv[1:] if argv is None else argv)
-    ev = {k: type(v)(params.pop(k, v)) for k, v in EVAL.items()}
+    ev = eval_params(params)
     cfg = {**DEFAULTS, "out": str(runs_dir("demo")), **params}
     if "out" not in params and not parse_bool("resume", cfg.get("resume", False)):
         cfg.setdefault("overwrite", True)  # the demo's own folder: a new demo replaces the last one
@@ -99,6 +99,20 @@ def main(argv: list[str] | None = None) -> dict:
     _write_pictures(out, videos, preds, n_ctx, report)
     _print_table(report)
     return report
+
+
+def eval_params(params: dict) -> dict:
+    """Pop the evaluation keys of :data:`EVAL` from ``params`` (CLI strings or values), typed like EVAL's and
+    range checked before any training starts; a bad value raises ``ValueError`` naming the key."""
+    ev = {}
+    for k, default in EVAL.items():
+        raw = params.pop(k, default)
+        try:
+            ev[k] = type(default)(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"parameter {k}={raw!r} must be a {type(default).__name__}, e.g. {k}={default}") from None
+    check_ranges(ev, {"temperature": NON_NEGATIVE, **{k: AT_LEAST_1 for k in EVAL if k != "temperature"}})
+    return ev
 
 
 def forecast_report(

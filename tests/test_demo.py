@@ -54,3 +54,11 @@ def test_demo_time_budget_is_printed_and_recorded(tmp_path, capsys):
     report = demo.main(_argv(out=tmp_path / "d", steps=10_000, minutes=1e-4))
     assert report["stopped_by_budget"] and report["steps_done"] < 10_000
     assert "stopped by the 0.0001-minute budget" in capsys.readouterr().out
+
+
+def test_bad_evaluation_parameters_are_named_before_training(tmp_path):
+    with pytest.raises(ValueError, match="temperature=-0.5 is out of range"):
+        demo.main(_argv(out=tmp_path / "d", temperature=-0.5))
+    with pytest.raises(ValueError, match="sample_steps='five' must be a int"):
+        demo.main(_argv(out=tmp_path / "d", sample_steps="five"))
+    assert not (tmp_path / "d").exists()  # nothing trained
