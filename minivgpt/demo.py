@@ -150,11 +150,11 @@ def forecast_report(
     ctx, future = videos[:, :n_ctx], videos[:, n_ctx:]
     forecasts = {"model": pred, "model_sample": sample, "model_mean": mean, **metrics.baselines(ctx, future.shape[1])}
     scores = {name: metrics.evaluate_forecast(p, future, context=ctx) for name, p in forecasts.items()}
+    shaped = ("model", "model_sample", "model_mean", "constant_velocity")
     per_frame = {
-        n: metrics.mse(forecasts[n], future, reduction="none").mean(0).tolist()
-        for n in ("model", "model_sample", "model_mean", "constant_velocity", "copy_last")
+        n: metrics.mse(forecasts[n], future, reduction="none").mean(0).tolist() for n in (*shaped, "copy_last")
     }
-    shape = {n: metrics.object_shape(forecasts[n], future, ctx) for n in list(per_frame)[:-1]}
+    shape = {n: metrics.object_shape(forecasts[n], future, ctx) for n in shaped}
     report = {
         "horizon_frames": pred.shape[1],
         **scores,

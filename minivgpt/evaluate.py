@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint, metrics
-from .config import AT_LEAST_1, check_ranges, dataclass_from_params, parse_cli
+from .config import AT_LEAST_1, NON_NEGATIVE, check_ranges, dataclass_from_params, parse_cli
 from .data import SPLITS, make_dataset, video_batch
 from .hardware import set_threads
 
@@ -208,9 +208,8 @@ def evaluate_run(
         generated data (default: the run's seed + 1000). out: path stem of the outputs (default ``RUN/evaluate``).
     """
     sizes = dict(samples=samples, videos=videos, batch_size=batch_size, context=context, predict=predict)
-    check_ranges(sizes, dict.fromkeys(sizes, AT_LEAST_1))
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (1 samples, 0 is one deterministic forecast)")
+    ranges = {**dict.fromkeys(sizes, AT_LEAST_1), "temperature": NON_NEGATIVE}
+    check_ranges({**sizes, "temperature": temperature}, ranges)
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
     set_threads(threads)
