@@ -180,11 +180,14 @@ def generate(
     steps: int = 20,
     cfg_scale: float = 1.0,
     seed: int = 0,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Conditional rollout: ``num_clips`` new clips (tokens ``(B, C + num_clips, F, N, D)``).
 
     Without ``context`` generation starts from nothing (C = 0), so the first clip comes from the condition
     alone. ``cfg_scale`` is classifier-free guidance against the prediction without history and condition.
+    ``temperature`` scales every clip's starting noise (:func:`~minivgpt.rollout.rollout`); below 1, videos
+    generated from nothing lose balls (measured in notebooks/06, §6), so 1 is the default.
     """
     if context is None:
         if cond is None and batch is None:
@@ -192,7 +195,9 @@ def generate(
         B = batch if cond is None else cond.shape[0]
         context = torch.zeros(B, 0, frames_per_clip, model.tokens_per_frame, model.in_dim)
     g = torch.Generator().manual_seed(seed)
-    return rollout(model, context, num_clips, steps=steps, cfg_scale=cfg_scale, cond=cond, generator=g)
+    return rollout(
+        model, context, num_clips, steps=steps, cfg_scale=cfg_scale, cond=cond, generator=g, temperature=temperature
+    )
 
 
 @torch.no_grad()

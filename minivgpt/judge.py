@@ -4,6 +4,8 @@ Derived in notebooks/06 (§5 the evaluator). It labels generated videos (class-t
 penultimate features feed :func:`minivgpt.metrics.frechet_distance` (a "Fréchet distance on features of
 a small video classifier", not FVD on I3D) and the retrieval judge of text-to-video
 (:func:`minivgpt.captions.train_retrieval`, scored by :func:`minivgpt.metrics.recall_at_k`).
+Trained on real videos, it can read a class from cues that generated videos break; the drift direction is
+therefore also read from the pixels (:func:`minivgpt.metrics.horizontal_drift`) beside it.
 """
 
 from __future__ import annotations

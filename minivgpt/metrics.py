@@ -23,6 +23,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 Reduction = Literal["mean", "none"]
 
@@ -408,6 +409,35 @@ def object_shape(
     count = seen.sum(0).clamp(min=1)
     ratio = lambda p, t: (torch.where(seen, p / t.clamp(min=1e-12), 0).sum(0) / count).tolist()  # noqa: E731
     return {"area_ratio": ratio(pa, ta), "peak_ratio": ratio(pp, tp)}
+
+
+def horizontal_drift(video: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """How far the scene moves sideways: the foreground's mean column in the last frame minus the first's.
+
+    A judge of direction that needs no trained network, for small objects on a flat background (balls,
+    digits): the background is the video's median colour (over all its frames and pixels, so an object
+    that moves less than its own size is not taken for background, as it would be by a per-pixel median),
+    a pixel is foreground where its largest channel differs from it by more than ``threshold``, and the
+    foreground's mean column is taken in the first and the last frame. Positive = drifting right, the pixel reading of
+    :meth:`minivgpt.data.BouncingBalls.label_of` (mean x of the ball centres, last frame against first).
+
+    Args:
+        video: ``(B, T, C, H, W)`` in [-1, 1], T >= 2.
+    Returns:
+        ``(B,)`` float, in pixels; NaN where the first or the last frame has no foreground.
+    """
+    if not torch.is_floating_point(video):
+        raise TypeError(f"video must be a floating-point video in [-1, 1], got dtype {video.dtype}")
+    if video.ndim != 5 or video.shape[1] < 2:
+        raise ValueError(f"expected videos (B, T, C, H, W) with T >= 2, got shape {tuple(video.shape)}")
+    ends = video[:, [0, -1]]  # (B, 2, C, H, W)
+    background = rearrange(video, "b t c h w -> b c (t h w)").median(dim=-1).values  # (B, C)
+    background = background[:, None, :, None, None]  # (B, 1, C, 1, 1)
+    fg = ((ends - background).abs().amax(dim=2) > threshold).double()  # (B, 2, H, W)
+    cols = torch.arange(video.shape[-1], dtype=torch.float64, device=video.device)
+    mass = fg.sum(dim=(-2, -1))  # (B, 2)
+    mean_col = (fg * cols).sum(dim=(-2, -1)) / mass  # NaN where a frame has no foreground
+    return (mean_col[:, 1] - mean_col[:, 0]).float()
 
 
 def _centroids(labels: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:

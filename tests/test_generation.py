@@ -65,3 +65,17 @@ def test_finetune_conditional_lowers_loss_and_generates():
     assert predict_mean(res.model, anim[:, :1]).shape == (2, 2, 4, 48)
     with pytest.raises(ValueError, match="batch="):
         generate(res.model, None, 1, 2)
+
+
+def test_generate_temperature_scales_the_starting_noise():
+    from minivgpt.notebook import open_gates
+
+    tok = VideoTokenizer(IdentityAutoencoder(3), 4, 8)
+    model = open_gates(VideoGPT(ModelConfig(width=32, depth=1, heads=2), in_dim=tok.token_dim, grid=tok.grid), seed=0)
+    cond = torch.randn(2, 32, generator=torch.Generator().manual_seed(1))
+    default = generate(model, cond, 2, 2, steps=3, seed=5)
+    assert torch.equal(generate(model, cond, 2, 2, steps=3, seed=5, temperature=1.0), default)
+    cold = [generate(model, cond, 2, 2, steps=3, seed=s, temperature=0.0) for s in (5, 6)]
+    assert torch.equal(cold[0], cold[1]) and not torch.equal(cold[0], default)  # no noise: the seed is moot
+    with pytest.raises(ValueError, match="temperature"):
+        generate(model, cond, 1, 2, steps=2, temperature=-0.5)
