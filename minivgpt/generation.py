@@ -8,6 +8,8 @@ Derived in notebooks/06 (§2 the condition, §3 image animation, §4 one fine-tu
   Both kinds of condition are trained in one run (each sample draws one). The null condition is the zero
   embedding: the model substitutes it for the samples whose condition is dropped (classifier-free
   guidance in training) and in the rollout's unconditional branch.
+- **does it read the condition?** :func:`condition_gain`: the first clip's denoising error with another
+  condition (a label with one part flipped) over that with its own.
 - **image animation**: a single clean frame is the context. The model has a fixed ``frames_per_clip`` F,
   so the frame is repeated F times into one static context clip (:func:`image_context`); fine-tuning shows
   the model videos whose first clip is their first frame repeated, followed by the true frames 1, 2, ...
@@ -24,7 +26,7 @@ import torch.nn as nn
 
 from . import optim
 from .captions import CaptionEncoder
-from .diffusion import RectifiedFlow
+from .diffusion import RectifiedFlow, add_noise
 from .model import VideoGPT
 from .rollout import rollout
 from .tokenizer import VideoTokenizer
@@ -210,3 +212,39 @@ def predict_mean(model: VideoGPT, context: torch.Tensor, cond: torch.Tensor | No
     B, _, Fr, N, D = context.shape
     cache = model.prefill(context, cond)
     return model.denoise(torch.zeros(B, Fr, N, D), torch.zeros(B), cache, cond)
+
+
+@torch.no_grad()
+def condition_gain(
+    model: VideoGPT,
+    first_clip: torch.Tensor,
+    cond: torch.Tensor,
+    other: torch.Tensor,
+    t: float = 0.2,
+    seed: int = 0,
+) -> float:
+    """Does the model read a condition? Denoising error of the first clip with ``other`` over that with ``cond``.
+
+    The first clip of a video generated from nothing is made from the condition alone, so this is where a
+    condition must act. Every clip ``first_clip (B, F, N, D)`` is noised to time ``t`` (seeded noise, the
+    same for both conditions) and denoised without history, once with its own condition ``cond (B, W)``
+    and once with ``other (B, W)`` (e.g. the label with one part flipped). A ratio near 1 means the model
+    ignores what differs between the two; the larger it is, the more the condition helps.
+    """
+    if first_clip.ndim != 4:
+        raise ValueError(f"first_clip must be tokens (B, F, N, D), got shape {tuple(first_clip.shape)}")
+    if cond.shape != other.shape or cond.shape[0] != first_clip.shape[0]:
+        raise ValueError(
+            f"cond and other must both be (B, W) with B = {first_clip.shape[0]}, got {tuple(cond.shape)} and "
+            f"{tuple(other.shape)}"
+        )
+    if not 0.0 <= t < 1.0:
+        raise ValueError(f"t={t} must be in [0, 1) (0 = pure noise, 1 = clean)")
+    noise = torch.randn(first_clip.shape, generator=torch.Generator().manual_seed(seed))
+    tt = torch.full((first_clip.shape[0],), t)
+    noisy = add_noise(first_clip[:, None], tt[:, None], noise[:, None])[:, 0]  # x_t (B, F, N, D)
+
+    def error(c: torch.Tensor) -> float:
+        return (model.denoise(noisy, tt, None, c) - first_clip).pow(2).mean().item()
+
+    return error(other) / error(cond)

@@ -79,3 +79,23 @@ def test_generate_temperature_scales_the_starting_noise():
     assert torch.equal(cold[0], cold[1]) and not torch.equal(cold[0], default)  # no noise: the seed is moot
     with pytest.raises(ValueError, match="temperature"):
         generate(model, cond, 1, 2, steps=2, temperature=-0.5)
+
+
+def test_condition_gain_is_one_for_the_same_condition_and_moves_with_a_read_one():
+    from minivgpt.generation import condition_gain
+    from minivgpt.notebook import open_gates
+
+    tok = VideoTokenizer(IdentityAutoencoder(3), 4, 8)
+    model = open_gates(VideoGPT(ModelConfig(width=32, depth=1, heads=2), in_dim=tok.token_dim, grid=tok.grid), seed=0)
+    clip = torch.rand(4, 2, 4, tok.token_dim, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    cond = torch.randn(4, 32, generator=torch.Generator().manual_seed(3))
+    assert condition_gain(model, clip, cond, cond.clone()) == 1.0
+    assert condition_gain(model, clip, cond, cond + 3.0) != 1.0  # open gates read the condition
+    blind = VideoGPT(ModelConfig(width=32, depth=1, heads=2), in_dim=tok.token_dim, grid=tok.grid)
+    assert condition_gain(blind, clip, cond, cond + 3.0) == 1.0  # zero-initialised gates ignore it
+    with pytest.raises(ValueError, match=r"\(B, F, N, D\)"):
+        condition_gain(model, clip[None], cond, cond)
+    with pytest.raises(ValueError, match="both be"):
+        condition_gain(model, clip, cond, cond[:2])
+    with pytest.raises(ValueError, match=r"t=1.0"):
+        condition_gain(model, clip, cond, cond, t=1.0)
