@@ -19,18 +19,20 @@ from typing import Any
 
 import torch
 
+from . import checkpoint
 from .config import Config
 from .model import VideoGPT
 from .tokenizer import VideoTokenizer
-from .train import load_run, train
+from .train import run_from_checkpoint, train
 
 
 def load_or_train_backbone(
     folders: str | os.PathLike | Sequence[str | os.PathLike], fallback_out: str | os.PathLike, steps: int = 200,
     **params: Any,
 ) -> tuple[VideoGPT, VideoTokenizer, Config, str]:
-    """The pretrained backbone: ``train.load_run`` of the first of ``folders`` that holds a ``last.pt``
-    (e.g. ``runs/pretrain`` of ``make pretrain``, then notebook 04's run), else a short run here.
+    """The pretrained backbone: the run in the first of ``folders`` that holds a ``last.pt`` (e.g.
+    ``runs/pretrain`` of ``make pretrain``, then notebook 04's run), else a short run here. A damaged
+    ``last.pt`` falls back to that run's ``prev.pt`` with a warning, as :func:`minivgpt.train.load_run` does.
 
     The fallback trains ``steps`` steps with :func:`minivgpt.train.train` (flat ``params``, e.g.
     ``width=64``) into ``fallback_out``, replacing what an earlier fallback left there (it is a scratch
@@ -40,9 +42,9 @@ def load_or_train_backbone(
     candidates = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
     for folder in map(Path, candidates):
         if (folder / "last.pt").exists():
-            model, tok, cfg = load_run(folder)
-            step = torch.load(folder / "last.pt", map_location="cpu", weights_only=True)["step"]
-            return model, tok, cfg, f"loaded {folder / 'last.pt'} (step {step} of {cfg.train.steps})"
+            ckpt = checkpoint.load_latest(folder)  # read once; prev.pt (with a warning) if last.pt is damaged
+            model, tok, cfg = run_from_checkpoint(ckpt, folder)
+            return model, tok, cfg, f"loaded the run in {folder} (step {ckpt['step']} of {cfg.train.steps})"
     run = {"steps": steps, "out": str(fallback_out), "progress": False, "overwrite": True, **params}
     result = train(run)
     names = ", ".join(str(Path(f) / "last.pt") for f in candidates)

@@ -533,6 +533,13 @@ def load_run(
     ckpt = checkpoint.load_latest(folder, map_location=device)
     if ckpt is None:
         raise checkpoint.CheckpointError(f"no checkpoint in {folder} (expected last.pt): train first")
+    return run_from_checkpoint(ckpt, folder, device, use_ema)
+
+
+def run_from_checkpoint(
+    ckpt: dict, folder: str | os.PathLike, device: str = "cpu", use_ema: bool = True
+) -> tuple[VideoGPT, VideoTokenizer, Config]:
+    """Model (eval mode), tokenizer and config of a loaded checkpoint dict (``folder`` only names it in warnings)."""
     known = valid_keys()
     stale = sorted(set(ckpt["config"]) - set(known))
     if stale:  # written by an older version: those settings no longer exist, the weights still load

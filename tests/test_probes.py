@@ -143,3 +143,19 @@ def test_load_or_train_backbone_takes_the_first_run_that_exists(tmp_path):
     train({**TINY, "steps": 1, "width": 16, "heads": 2, "out": str(pretrain)})
     model, _, cfg, origin = load_or_train_backbone([pretrain, nb04], fallback, **TINY)
     assert "pretrain" in origin and "step 1 of 1" in origin and cfg.model.width == 16
+
+
+def test_load_or_train_backbone_reads_prev_when_last_is_damaged(tmp_path):
+    """A damaged last.pt falls back to prev.pt with a warning (as load_run does), instead of crashing."""
+    from tiny import TINY
+
+    from minivgpt.backbone import load_or_train_backbone
+    from minivgpt.train import train
+
+    run = tmp_path / "pretrain"
+    train({**TINY, "steps": 2, "ckpt_every": 1, "out": str(run)})
+    assert (run / "prev.pt").exists()
+    (run / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="prev.pt"):
+        _, _, _, origin = load_or_train_backbone([run], tmp_path / "fallback", **TINY)
+    assert "step 1 of 2" in origin and not (tmp_path / "fallback" / "last.pt").exists()
