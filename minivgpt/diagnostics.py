@@ -1,6 +1,8 @@
 """The history diagnostic: does the model's clean prediction get better with the clean history?
 
-Derived in notebooks/04 (§ the history diagnostic); logged during training with ``eval_every=``.
+Derived in notebooks/04 (§ the history diagnostic); logged during training with ``eval_every=``. Beside
+it, :func:`redraw_shape` (notebooks/05, §3): how sharply the network draws the true next clip from 1 %
+noise, a floor for the shape of every forecast.
 
 On validation clips ``x (B, K, F, N, D)``, with fixed noise and a few diffusion times t (t = 0 is pure
 noise, t = 1 clean), the error (MSE) of the clean prediction of every clip k is measured twice:
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
+from . import metrics
 from .diffusion import add_noise
 
 DEFAULT_TS = (0.0, 0.25, 0.5, 0.75, 0.9)
@@ -137,3 +140,44 @@ def history_gain(
 def _sq_err(pred: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Summed squared error per clip index ``(K,)`` (float64, on the CPU)."""
     return (pred.double() - x.double()).pow(2).sum(dim=(0, 2, 3, 4)).cpu()
+
+
+# ----------------------------------------------------------------------------------------- how sharply it draws
+@torch.no_grad()
+def redraw_shape(
+    model: torch.nn.Module,
+    tokenizer: torch.nn.Module,
+    videos: torch.Tensor,
+    context_clips: int,
+    frames_per_clip: int,
+    t: float = 0.99,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """How sharply can the network draw? It redraws the true next clip from almost no noise.
+
+    The clip after the first ``context_clips`` clips of every video is noised to time ``t`` (default 0.99:
+    1 % noise) and denoised after its true clean history (``model.prefill`` / ``model.denoise``, as in a
+    rollout). Nothing is left to guess, so the object's shape in the output
+    (:func:`minivgpt.metrics.object_shape` against the true clip) is a floor for any forecast of this
+    network: a ball redrawn too large here is drawn too large by every sampler.
+
+    Args:
+        videos: ``(B, T, C, H, W)`` in [-1, 1] with T >= (context_clips + 1) * frames_per_clip.
+    Returns:
+        ``{"area_ratio", "peak_ratio"}``, one value per frame of the redrawn clip.
+    """
+    F = frames_per_clip
+    need = (context_clips + 1) * F
+    if videos.ndim != 5 or videos.shape[1] < need:
+        raise ValueError(f"videos must be (B, T, C, H, W) with T >= (context_clips + 1) * F = {need}, "
+                         f"got shape {tuple(videos.shape)}")
+    if context_clips < 1 or not 0.0 <= t < 1.0:
+        raise ValueError(f"need context_clips >= 1 and t in [0, 1), got context_clips={context_clips}, t={t}")
+    x = tokenizer.encode(videos[:, :need].contiguous(), F)  # (B, C + 1, F, N, D)
+    cache = model.prefill(x[:, :context_clips])
+    target = x[:, context_clips:]  # (B, 1, F, N, D)
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(seed)).to(x.device, x.dtype)
+    tt = torch.full((x.shape[0], 1), t, device=x.device, dtype=x.dtype)
+    redrawn = model.denoise(add_noise(target, tt, noise)[:, 0], tt[:, 0], cache)  # (B, F, N, D)
+    n_ctx = context_clips * F
+    return metrics.object_shape(tokenizer.decode(redrawn[:, None]), videos[:, n_ctx:need], videos[:, :n_ctx])

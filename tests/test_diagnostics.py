@@ -81,3 +81,37 @@ def test_plot_helpers_draw_a_diagnostic_and_a_gain_curve():
     assert list(ax.get_lines()[0].get_xdata()) == [5, 10]
     viz.plot_history_diagnostic(recs[1])
     matplotlib.pyplot.close("all")
+
+
+class _Redrawer(torch.nn.Module):
+    """A stand-in network whose clean prediction is its noisy input times ``gain`` (1 = a perfect redraw)."""
+
+    def __init__(self, gain: float):
+        super().__init__()
+        self.gain = gain
+
+    def prefill(self, history):
+        return history
+
+    def denoise(self, noisy, t, cache):
+        return noisy * self.gain
+
+
+def test_redraw_shape_is_one_for_a_perfect_redraw_and_sees_a_dimmed_one():
+    from minivgpt.autoencoder import IdentityAutoencoder
+    from minivgpt.data import BouncingBalls, video_batch
+    from minivgpt.diagnostics import redraw_shape
+    from minivgpt.tokenizer import VideoTokenizer
+
+    videos = video_batch(BouncingBalls(8, 6, 16, 1, 1, seed=0), range(8))["video"]
+    tok = VideoTokenizer(IdentityAutoencoder(3), 4, 16)
+    perfect = redraw_shape(_Redrawer(1.0), tok, videos, 2, 2, t=0.999)
+    assert len(perfect["area_ratio"]) == 2
+    assert perfect["area_ratio"] == [1.0, 1.0]  # 0.1 % noise moves no pixel across the threshold
+    assert all(abs(p - 1) < 1e-2 for p in perfect["peak_ratio"])  # ... and the peak by that much at most
+    dim = redraw_shape(_Redrawer(0.5), tok, videos, 2, 2, t=0.999)  # pixels halved: every one moves toward 0
+    assert all(a > 1.5 for a in dim["area_ratio"])  # the black background (-1) becomes grey: all foreground
+    with pytest.raises(ValueError, match="T >= "):
+        redraw_shape(_Redrawer(1.0), tok, videos[:, :5], 2, 2)
+    with pytest.raises(ValueError, match="t in"):
+        redraw_shape(_Redrawer(1.0), tok, videos, 2, 2, t=1.0)
