@@ -31,6 +31,7 @@ import torch
 from . import metrics
 from .checkpoint import atomic_write
 from .config import AT_LEAST_1, NON_NEGATIVE, check_ranges, parse_bool, parse_cli
+from .diagnostics import redraw_shape
 from .notebook import runs_dir
 from .rollout import forecast, max_window
 from .train import build_dataset, train
@@ -136,6 +137,8 @@ def forecast_report(
     origin, one deterministic forecast); ``model_sample``, a sample (temperature 1, the run's
     ``sample_steps``: one of the futures it finds plausible); ``model_mean``, one Euler step, which returns
     the prediction from pure noise: the mean of what it expects (least squared error, blurred where unsure).
+    ``redrawn``: the object's shape when the network redraws the true next clip from 1 % noise
+    (:func:`minivgpt.diagnostics.redraw_shape`): how sharply it draws at best.
     """
     F = c.train.frames_per_clip
     T = (context_clips + predict_clips) * F
@@ -162,6 +165,7 @@ def forecast_report(
         "per_frame_mse": per_frame,
         "shape": shape,
         "targets": targets(scores, shape),
+        "redrawn": redraw_shape(model, tokenizer, videos, context_clips, F),
         "sampler": {"model": {"steps": sample_steps, "temperature": temperature},
                     "model_sample": {"steps": c.diffusion.sample_steps, "temperature": 1.0},
                     "model_mean": {"steps": 1, "temperature": 1.0}},
@@ -247,6 +251,12 @@ def _print_table(report: dict) -> None:
         f"{_fmt(sh['area_ratio'])} ({'within' if tg['area_within_tolerance'] else 'NOT within'} 25%); "
         f"peak {_fmt(sh['peak_ratio'])} ({'within' if tg['peak_within_tolerance'] else 'NOT within'} 20%)"
     )
+    if "redrawn" in report:
+        rd = report["redrawn"]
+        print(
+            f"the network redraws the true next clip (1 % noise, true history) at area {_fmt(rd['area_ratio'])}, "
+            f"peak {_fmt(rd['peak_ratio'])}: how sharply it draws a ball it is all but given"
+        )
 
 
 def _fmt(xs: list[float]) -> str:

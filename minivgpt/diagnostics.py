@@ -2,7 +2,7 @@
 
 Derived in notebooks/04 (§ the history diagnostic); logged during training with ``eval_every=``. Beside
 it, :func:`redraw_shape` (notebooks/05, §3): how sharply the network draws the true next clip from 1 %
-noise, a floor for the shape of every forecast.
+noise, how sharply it draws at best.
 
 On validation clips ``x (B, K, F, N, D)``, with fixed noise and a few diffusion times t (t = 0 is pure
 noise, t = 1 clean), the error (MSE) of the clean prediction of every clip k is measured twice:
@@ -158,8 +158,9 @@ def redraw_shape(
     The clip after the first ``context_clips`` clips of every video is noised to time ``t`` (default 0.99:
     1 % noise) and denoised after its true clean history (``model.prefill`` / ``model.denoise``, as in a
     rollout). Nothing is left to guess, so the object's shape in the output
-    (:func:`minivgpt.metrics.object_shape` against the true clip) is a floor for any forecast of this
-    network: a ball redrawn too large here is drawn too large by every sampler.
+    (:func:`minivgpt.metrics.object_shape` against the true clip) shows how sharply this network draws at
+    best: a ball redrawn with a soft rim here gets that rim from every sampler (a forecast's area can still
+    fall below it where the ball fades or is missed).
 
     Args:
         videos: ``(B, T, C, H, W)`` in [-1, 1] with T >= (context_clips + 1) * frames_per_clip.

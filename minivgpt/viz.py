@@ -458,7 +458,8 @@ def plot_history_gain(records: Sequence[Mapping] | str | os.PathLike, ax: Axes |
 def plot_horizon(report: Mapping, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
     """Three panels over the forecast horizon: MSE per future frame, and the object's foreground area and
     peak over the truth's (:func:`minivgpt.metrics.object_shape`) with the demo's tolerance bands
-    (25 % and 20 %). ``report``: the demo's ``metrics.json`` (keys ``per_frame_mse`` and ``shape``)."""
+    (25 % and 20 %), and a dashed line at the shape of the true clip redrawn by the network when the report
+    has ``redrawn``. ``report``: the demo's ``metrics.json`` (keys ``per_frame_mse`` and ``shape``)."""
     import matplotlib.pyplot as plt
 
     if axes is None:
@@ -472,6 +473,9 @@ def plot_horizon(report: Mapping, axes: Sequence[Axes] | None = None) -> Sequenc
         if band is not None:
             ax.axhspan(1 - band, 1 + band, color="0.9", zorder=0, label=f"within {band:.0%}")
             ax.axhline(1.0, color="0.5", lw=0.8)
+            if "redrawn" in report:  # the network's drawing floor (diagnostics.redraw_shape)
+                floor = float(np.mean(report["redrawn"][key]))
+                ax.axhline(floor, color="k", lw=1, ls="--", label="true clip redrawn")
         ax.set(title=title, xlabel="future frame")
         ax.legend(fontsize=7)
     return axes

@@ -33,6 +33,8 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
         assert len(saved["per_frame_mse"][name]) == H
     for name in ("model", "model_sample", "model_mean", "constant_velocity"):
         assert len(saved["shape"][name]["area_ratio"]) == len(saved["shape"][name]["peak_ratio"]) == H
+    F = TINY["frames_per_clip"]  # the true next clip redrawn from 1 % noise: the drawing floor, one value per frame
+    assert len(saved["redrawn"]["area_ratio"]) == len(saved["redrawn"]["peak_ratio"]) == F
     tg = saved["targets"]
     assert tg["mse_vs_constant_velocity"] == pytest.approx(saved["model"]["mse"] / saved["constant_velocity"]["mse"])
     assert tg["mse_target_met"] == (tg["mse_vs_constant_velocity"] <= 0.8) and saved["balls"] == [1, 1]
@@ -41,6 +43,7 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
     assert (tmp_path / "d" / "rollout.gif").exists()
     out = capsys.readouterr().out
     assert "constant_velocity" in out and "Trained 3 of 3 steps" in out and "targets: MSE / constant velocity" in out
+    assert "redraws the true next clip" in out
 
 
 def test_demo_with_out_refuses_to_overwrite_a_run(tmp_path):
