@@ -30,10 +30,11 @@ from pathlib import Path
 
 import torch
 
-from . import demo
+from . import demo, metrics
 from .checkpoint import atomic_write
 from .config import AT_LEAST_1, POSITIVE, check_ranges, dataclass_from_params, from_params, parse_cli
 from .hardware import set_threads
+from .rollout import forecast, max_window
 from .train import load_run, resolve_autoencoder, train
 from .viz import load_jsonl
 
@@ -84,12 +85,18 @@ def score(variant: str, seed: int, out: Path, euler: tuple[int, ...], info: dict
     model, tokenizer, cfg = load_run(out / f"{variant}_s{seed}")
     rows = []
     ev = {k: demo.EVAL[k] for k in ("context_clips", "predict_clips", "eval_videos")}
-    report, _, _ = demo.forecast_report(model, tokenizer, cfg, **ev, sample_steps=demo.EVAL["sample_steps"],
-                                        temperature=demo.EVAL["temperature"])
+    report, videos, _ = demo.forecast_report(model, tokenizer, cfg, **ev, sample_steps=demo.EVAL["sample_steps"],
+                                             temperature=demo.EVAL["temperature"])
     reports = [(variant, report, "model"), (f"{variant}_sample", report, "model_sample")]
-    for n in euler if variant == "pixel" else ():
-        reports.append((f"euler{n}", demo.forecast_report(model, tokenizer, cfg, **ev, sample_steps=n,
-                                                          temperature=1.0)[0], "model"))
+    F, n_ctx = cfg.train.frames_per_clip, ev["context_clips"] * cfg.train.frames_per_clip
+    ctx, future = videos[:, :n_ctx], videos[:, n_ctx:]
+    for n in euler if variant == "pixel" else ():  # only the sample with n steps: the baselines are the report's
+        pred = forecast(model, tokenizer, videos, ev["context_clips"], ev["predict_clips"], F, n, cfg.train.seed,
+                        max_window(cfg), progress=False)  # as forecast_report's sample: seed, window, temperature 1
+        euler_report = {**report, "model": metrics.evaluate_forecast(pred, future, context=ctx),
+                        "shape": {"model": metrics.object_shape(pred, future, ctx)},
+                        "sampler": {"model": {"steps": n, "temperature": 1.0}}}
+        reports.append((f"euler{n}", euler_report, "model"))
     for name, rep, key in reports:
         rows.append({
             "variant": name, "seed": seed, **info, "sample_steps": rep["sampler"][key]["steps"],

@@ -56,9 +56,13 @@ def test_a_tiny_table_trains_scores_and_rescores(tmp_path, monkeypatch):
     assert rows[3]["params"] == {"precond": "edm"} and all(r["steps"] >= 1 and r["mse"] > 0 for r in rows)
     assert rows[0]["mse"] != rows[1]["mse"]  # the forecast (temperature 0) and the sample differ
     # re-scoring the pixel run with another step count keeps every other row and the training figures
-    again = recipe.main(["seeds=0", "variants=pixel", f"out={out}", "euler=3", "score_only=true", "threads=2"])
+    again = recipe.main(["seeds=0", "variants=pixel", f"out={out}", "euler=3,20", "score_only=true", "threads=2"])
     assert sorted((r["variant"], r["sample_steps"]) for r in again) == [
-        ("edm", 2), ("edm_sample", 20), ("euler1", 1), ("euler3", 3), ("pixel", 2), ("pixel_sample", 20)]
+        ("edm", 2), ("edm_sample", 20), ("euler1", 1), ("euler20", 20), ("euler3", 3), ("pixel", 2),
+        ("pixel_sample", 20)]
+    by = {r["variant"]: r for r in again}  # an Euler row at the sample's step count is that sample, to the bit
+    for key in ("mse", "ssim", "area_ratio", "peak_ratio"):
+        assert by["euler20"][key] == by["pixel_sample"][key]
     pixel = [r for r in again if r["variant"] == "pixel"][0]
     assert pixel["steps"] == rows[0]["steps"] and pixel["mse"] == pytest.approx(rows[0]["mse"])
     saved = json.loads((out / "table.json").read_text())
