@@ -241,7 +241,8 @@ def condition_gain(
     if not 0.0 <= t < 1.0:
         raise ValueError(f"t={t} must be in [0, 1) (0 = pure noise, 1 = clean)")
     noise = torch.randn(first_clip.shape, generator=torch.Generator().manual_seed(seed))
-    tt = torch.full((first_clip.shape[0],), t)
+    noise = noise.to(first_clip.device, first_clip.dtype)  # drawn on the CPU: the same noise on any device
+    tt = torch.full((first_clip.shape[0],), t, device=first_clip.device, dtype=first_clip.dtype)
     noisy = add_noise(first_clip[:, None], tt[:, None], noise[:, None])[:, 0]  # x_t (B, F, N, D)
 
     def error(c: torch.Tensor) -> float:

@@ -418,8 +418,9 @@ def horizontal_drift(video: torch.Tensor, threshold: float = 0.1) -> torch.Tenso
     digits): the background is the video's median colour (over all its frames and pixels, so an object
     that moves less than its own size is not taken for background, as it would be by a per-pixel median),
     a pixel is foreground where its largest channel differs from it by more than ``threshold``, and the
-    foreground's mean column is taken in the first and the last frame. Positive = drifting right, the pixel reading of
-    :meth:`minivgpt.data.BouncingBalls.label_of` (mean x of the ball centres, last frame against first).
+    foreground's mean column is taken in the first and the last frame. Positive = drifting right: the
+    pixel reading of :meth:`minivgpt.data.BouncingBalls.label_of` (mean x of the ball centres, last frame
+    against first).
 
     Args:
         video: ``(B, T, C, H, W)`` in [-1, 1], T >= 2.
