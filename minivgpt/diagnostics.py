@@ -1,8 +1,8 @@
 """The history diagnostic: does the model's clean prediction get better with the clean history?
 
 Derived in notebooks/04 (§ the history diagnostic); logged during training with ``eval_every=``. Beside
-it, :func:`redraw_shape` (notebooks/05, §3): how sharply the network draws the true next clip from 1 %
-noise, how sharply it draws at best.
+it, :func:`redraw_shape` (notebooks/05, §3): the object's shape when the network redraws the true next
+clip from 1 % noise, i.e. how sharply it draws at best.
 
 On validation clips ``x (B, K, F, N, D)``, with fixed noise and a few diffusion times t (t = 0 is pure
 noise, t = 1 clean), the error (MSE) of the clean prediction of every clip k is measured twice:
