@@ -10,8 +10,8 @@ Variants (each the demo's DEFAULTS plus the keys in VARIANTS): ``pixel`` (the de
 pixels), ``latent`` (the cached frame autoencoder, ``autoencoder=auto``, 4x down, patch 2: the same 16
 tokens per frame), and the recipe rows (``variants=recipe`` is all of RECIPE): the velocity-weighted loss,
 EDM preconditioning, logit-normal t, no history noise, progressive training with random cuts, width,
-depth, EMA decay, 12-frame training videos. Every run is scored twice: its forecast (row ``<variant>``:
-the demo's, temperature 0) and a sample (row ``<variant>_sample``: temperature 1, 20 Euler steps). The
+depth, EMA decay, 12-frame and 4-frame training videos. Every run is scored twice: its forecast (row
+``<variant>``: the demo's, temperature 0) and a sample (row ``<variant>_sample``: temperature 1, 20 Euler steps). The
 ``pixel`` runs are also sampled with 1, 10 and 50 Euler steps at temperature 1 (rows ``euler1``,
 ``euler10``, ``euler50``: the same networks; one step returns the model's mean forecast). ``score_only=true``
 re-scores the runs already in OUT without training. Writes ``OUT/<variant>_s<seed>/`` (the runs) and ``OUT/table.json``
@@ -52,9 +52,10 @@ VARIANTS = {
     "depth6": {"depth": 6},
     "ema0.999": {"ema_decay": 0.999},
     "clips6": {"clips": 6},  # 12-frame training videos: the rollout's window (K - 1 = 5) then keeps the context
+    "clips2": {"clips": 2},  # 4-frame training videos: 2.3x fewer tokens a sample, one clean clip of history
 }
 RECIPE = ["pixel", "v_loss", "edm", "edm_v_loss", "edm_mu0", "logit_normal", "no_history_noise", "progressive_cuts",
-          "width192", "depth6", "ema0.999", "clips6"]
+          "width192", "depth6", "ema0.999", "clips6", "clips2"]
 KEYS = ("steps", "final_loss", "mse", "ssim", "mse_vs_constant_velocity", "mse_vs_blank")
 EULER = (1, 10, 50)  # extra sampling steps for the `pixel` runs at temperature 1 (the sample row has 20; 1 = the mean)
 
