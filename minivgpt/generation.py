@@ -117,6 +117,7 @@ def finetune_conditional(
     cond_drop: float = 0.1,
     history_noise: float = 0.9,
     cond_lr_mult: float = 10.0,
+    prior_weight: float = 0.0,
     seed: int = 0,
     log_every: int = 10,
 ) -> FinetuneResult:
@@ -130,11 +131,18 @@ def finetune_conditional(
     :func:`minivgpt.optim.lr_at`); the new conditioner learns at ``cond_lr_mult`` times the backbone's rate,
     without weight decay (it starts from zero).
 
+    ``prior_weight > 0`` adds a second term, weighted so: the first clip of ``2 * batch_size`` whole videos
+    denoised from pure noise (t = 0) with its label, i.e. the label's *prior* over first clips. That is where
+    a label that changes little in each frame (the drift direction of the balls) must act; with the flow
+    loss alone the network did not learn it (notebook 06, section 6).
+
     Args:
         labels: ``(M,)`` long; caption_ids: ``(M, L)`` from :meth:`~minivgpt.captions.Vocabulary.encode`.
     Returns:
         the fine-tuned model copy (eval mode), the trained :class:`Conditioner`, and ``{"step", "loss"}``.
     """
+    if prior_weight < 0:
+        raise ValueError(f"prior_weight={prior_weight} must be >= 0 (0 = the flow loss alone)")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = copy.deepcopy(model).train().requires_grad_(True)
@@ -160,6 +168,12 @@ def finetune_conditional(
         optim.set_lr(opt, optim.lr_at(step, lr, steps, warmup, min_lr_ratio))
         cond = cond_net(labels[idx], caption_ids[idx], use_text)
         loss = flow.loss(net, x, cond, generator=g)
+        if prior_weight > 0:  # the first clip from pure noise, with its label: E[first clip | label]
+            j = torch.randint(len(videos), (2 * batch_size,), generator=g)
+            first = tokenizer.encode(videos[j, :frames_per_clip].contiguous(), frames_per_clip)[:, 0]  # (2B, F, N, D)
+            noise = torch.randn(first.shape, generator=g).to(first.device, first.dtype)
+            t0 = torch.zeros(len(j), device=first.device, dtype=first.dtype)
+            loss = loss + prior_weight * (net.denoise(noise, t0, None, cond_net(labels[j])) - first).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(both.parameters(), 1.0)
