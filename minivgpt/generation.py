@@ -156,6 +156,9 @@ def finetune_conditional(
     T = videos.shape[1]
     if T < n_frames:
         raise ValueError(f"videos have {T} frames; clips * frames_per_clip = {n_frames} needs at least that many")
+    firsts = None  # the prior term's targets: every video's first clip (M, F, N, D), encoded once
+    if prior_weight > 0:
+        firsts = tokenizer.encode(videos[:, :frames_per_clip].contiguous(), frames_per_clip)[:, 0]
     records, run = [], 0.0
     for step in range(steps):
         idx = torch.randint(len(videos), (batch_size,), generator=g)
@@ -168,9 +171,9 @@ def finetune_conditional(
         optim.set_lr(opt, optim.lr_at(step, lr, steps, warmup, min_lr_ratio))
         cond = cond_net(labels[idx], caption_ids[idx], use_text)
         loss = flow.loss(net, x, cond, generator=g)
-        if prior_weight > 0:  # the first clip from pure noise, with its label: E[first clip | label]
+        if firsts is not None:  # the first clip from pure noise, with its label: E[first clip | label]
             j = torch.randint(len(videos), (2 * batch_size,), generator=g)
-            first = tokenizer.encode(videos[j, :frames_per_clip].contiguous(), frames_per_clip)[:, 0]  # (2B, F, N, D)
+            first = firsts[j]  # (2B, F, N, D)
             noise = torch.randn(first.shape, generator=g).to(first.device, first.dtype)
             t0 = torch.zeros(len(j), device=first.device, dtype=first.dtype)
             loss = loss + prior_weight * (net.denoise(noise, t0, None, cond_net(labels[j])) - first).pow(2).mean()
