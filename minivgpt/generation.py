@@ -132,9 +132,10 @@ def finetune_conditional(
     without weight decay (it starts from zero).
 
     ``prior_weight > 0`` adds a second term, weighted so: the first clip of ``2 * batch_size`` whole videos
-    denoised from pure noise (t = 0) with its label, i.e. the label's *prior* over first clips. That is where
-    a label that changes little in each frame (the drift direction of the balls) must act; with the flow
-    loss alone the network did not learn it (notebook 06, section 6).
+    denoised from pure noise (t = 0) with its condition (the caption with prob ``text_prob``, else the
+    label), i.e. the condition's *prior* over first clips. That is where a label that changes little in
+    each frame (the drift direction of the balls) must act; with the flow loss alone the network did not
+    learn it (notebook 06, section 6).
 
     Args:
         labels: ``(M,)`` long; caption_ids: ``(M, L)`` from :meth:`~minivgpt.captions.Vocabulary.encode`.
@@ -171,12 +172,14 @@ def finetune_conditional(
         optim.set_lr(opt, optim.lr_at(step, lr, steps, warmup, min_lr_ratio))
         cond = cond_net(labels[idx], caption_ids[idx], use_text)
         loss = flow.loss(net, x, cond, generator=g)
-        if firsts is not None:  # the first clip from pure noise, with its label: E[first clip | label]
+        if firsts is not None:  # the first clip from pure noise, with its condition: E[first clip | condition]
             j = torch.randint(len(videos), (2 * batch_size,), generator=g)
+            text_j = torch.rand(len(j), generator=g) < text_prob  # the condition drawn as in the flow term
             first = firsts[j]  # (2B, F, N, D)
             noise = torch.randn(first.shape, generator=g).to(first.device, first.dtype)
             t0 = torch.zeros(len(j), device=first.device, dtype=first.dtype)
-            loss = loss + prior_weight * (net.denoise(noise, t0, None, cond_net(labels[j])) - first).pow(2).mean()
+            pred = net.denoise(noise, t0, None, cond_net(labels[j], caption_ids[j], text_j))
+            loss = loss + prior_weight * (pred - first).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(both.parameters(), 1.0)

@@ -67,24 +67,27 @@ def test_finetune_conditional_lowers_loss_and_generates():
         generate(res.model, None, 1, 2)
 
 
-def test_finetune_prior_weight_teaches_the_label_prior():
-    """prior_weight trains the prediction from pure noise towards each label's mean first clip: two labels
-    whose videos are +0.5 or -0.5 plus noise; after 40 steps the t = 0 error is far lower with the term."""
+@pytest.mark.parametrize("text", [False, True], ids=["label", "caption"])
+def test_finetune_prior_weight_teaches_the_condition_prior(text: bool):
+    """prior_weight trains the prediction from pure noise towards each condition's mean first clip: two labels
+    (captions "up" / "down") whose videos are +0.5 or -0.5 plus noise; after 40 steps the t = 0 error is far
+    lower with the term. With text_prob=1 the prior term must use the caption, not the label."""
     torch.manual_seed(0)
     tok = VideoTokenizer(IdentityAutoencoder(3), 4, 8)
     model = VideoGPT(ModelConfig(width=32, depth=1, heads=2), in_dim=tok.token_dim, grid=tok.grid).eval()
     labels = torch.arange(16) % 2
     level = (0.5 - labels.float())[:, None, None, None, None]  # label 0: +0.5, label 1: -0.5
     videos = level + 0.3 * torch.randn(16, 4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
-    vocab = Vocabulary.build(["a"])
-    ids = vocab.encode(["a"] * 16)
-    prior = tok.encode(level[:2].expand(2, 2, 3, 8, 8).contiguous(), 2)[:, 0]  # E[first clip | label]
+    vocab = Vocabulary.build(["up", "down"])
+    ids = vocab.encode(["up" if y == 0 else "down" for y in labels.tolist()])
+    prior = tok.encode(level[:2].expand(2, 2, 3, 8, 8).contiguous(), 2)[:, 0]  # E[first clip | condition]
 
     def prior_error(weight: float) -> float:
         res = finetune_conditional(model, tok, videos, labels, ids, 2, len(vocab), steps=40, batch_size=4, lr=3e-3,
-                                   warmup=2, text_prob=0.0, animate_prob=0.0, prior_weight=weight)
+                                   warmup=2, text_prob=float(text), animate_prob=0.0, prior_weight=weight)
         noise = torch.randn(prior.shape, generator=torch.Generator().manual_seed(1))
-        pred = res.model.denoise(noise, torch.zeros(2), None, res.conditioner(labels[:2]))
+        cond = res.conditioner(ids=ids[:2]) if text else res.conditioner(labels[:2])
+        pred = res.model.denoise(noise, torch.zeros(2), None, cond)
         return (pred - prior).pow(2).mean().item()
 
     assert prior_error(1.0) < 0.5 * prior_error(0.0)
