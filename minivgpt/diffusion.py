@@ -177,6 +177,7 @@ class RectifiedFlow:
         cfg_scale: float = 1.0,
         denoise_uncond: Denoiser | None = None,
         progress: Callable | None = None,
+        cfg_t_min: float = 0.0,
     ) -> torch.Tensor:
         """Euler integration from noise (t = 0) to a clean sample (t = 1).
 
@@ -186,18 +187,23 @@ class RectifiedFlow:
             steps: number of Euler steps; the last step lands exactly on the final prediction.
             cfg_scale: guidance scale s; ``x̂ = x̂_u + s (x̂_c - x̂_u)`` (1.0 disables guidance).
             denoise_uncond: the same without history/condition, needed when ``cfg_scale != 1``.
+            cfg_t_min: guide only the steps that start at ``t >= cfg_t_min`` (0 = every step). At high noise
+                the guided prediction extrapolates the *amount* of content, not its layout (guidance
+                in a limited interval, Kynkäänniemi et al. 2024).
         """
         if steps < 1:
             raise ValueError(f"steps={steps} must be >= 1")
         if cfg_scale != 1.0 and denoise_uncond is None:
             raise ValueError("cfg_scale != 1 needs denoise_uncond (the prediction without history)")
+        if not 0.0 <= cfg_t_min <= 1.0:
+            raise ValueError(f"cfg_t_min={cfg_t_min} must be in [0, 1] (0 = guide every step)")
         x = noise
         ts = torch.linspace(0.0, 1.0, steps + 1)
         it = range(steps) if progress is None else progress(range(steps))
         for i in it:
             t = torch.full((x.shape[0],), float(ts[i]), device=x.device)
             pred = denoise(x, t)
-            if cfg_scale != 1.0:
+            if cfg_scale != 1.0 and float(ts[i]) >= cfg_t_min:
                 pred_u = denoise_uncond(x, t)
                 pred = pred_u + cfg_scale * (pred - pred_u)
             x = x + float(ts[i + 1] - ts[i]) * velocity(x, pred, t)

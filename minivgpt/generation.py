@@ -118,6 +118,7 @@ def finetune_conditional(
     history_noise: float = 0.9,
     cond_lr_mult: float = 10.0,
     prior_weight: float = 0.0,
+    prior_t_max: float = 0.0,
     seed: int = 0,
     log_every: int = 10,
 ) -> FinetuneResult:
@@ -135,7 +136,9 @@ def finetune_conditional(
     denoised from pure noise (t = 0) with its condition (the caption with prob ``text_prob``, else the
     label), i.e. the condition's *prior* over first clips. That is where a label that changes little in
     each frame (the drift direction of the balls) must act; with the flow loss alone the network did not
-    learn it (notebook 06, section 6).
+    learn it (notebook 06, section 6). With ``prior_t_max > 0`` the term's time is drawn uniformly in
+    ``[0, prior_t_max]`` instead of 0, so the condition is also taught on the first, noisiest part of the
+    sampling path.
 
     Args:
         labels: ``(M,)`` long; caption_ids: ``(M, L)`` from :meth:`~minivgpt.captions.Vocabulary.encode`.
@@ -144,6 +147,8 @@ def finetune_conditional(
     """
     if prior_weight < 0:
         raise ValueError(f"prior_weight={prior_weight} must be >= 0 (0 = the flow loss alone)")
+    if not 0.0 <= prior_t_max < 1.0:
+        raise ValueError(f"prior_t_max={prior_t_max} must be in [0, 1) (0 = the prior term at pure noise only)")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = copy.deepcopy(model).train().requires_grad_(True)
@@ -177,8 +182,12 @@ def finetune_conditional(
             text_j = torch.rand(len(j), generator=g) < text_prob  # the condition drawn as in the flow term
             first = firsts[j]  # (2B, F, N, D)
             noise = torch.randn(first.shape, generator=g).to(first.device, first.dtype)
-            t0 = torch.zeros(len(j), device=first.device, dtype=first.dtype)
-            pred = net.denoise(noise, t0, None, cond_net(labels[j], caption_ids[j], text_j))
+            t0 = torch.zeros(len(j))
+            if prior_t_max > 0:
+                t0 = torch.rand(len(j), generator=g) * prior_t_max
+            t0 = t0.to(first.device, first.dtype)
+            noisy = add_noise(first[:, None], t0[:, None], noise[:, None])[:, 0]  # x_t (2B, F, N, D); noise at t=0
+            pred = net.denoise(noisy, t0, None, cond_net(labels[j], caption_ids[j], text_j))
             loss = loss + prior_weight * (pred - first).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,11 +212,13 @@ def generate(
     cfg_scale: float = 1.0,
     seed: int = 0,
     temperature: float = 1.0,
+    cfg_t_min: float = 0.0,
 ) -> torch.Tensor:
     """Conditional rollout: ``num_clips`` new clips (tokens ``(B, C + num_clips, F, N, D)``).
 
     Without ``context`` generation starts from nothing (C = 0), so the first clip comes from the condition
-    alone. ``cfg_scale`` is classifier-free guidance against the prediction without history and condition.
+    alone. ``cfg_scale`` is classifier-free guidance against the prediction without history and condition,
+    applied to the Euler steps from ``t >= cfg_t_min`` (0 = all).
     ``temperature`` scales every clip's starting noise (:func:`~minivgpt.rollout.rollout`); below 1, videos
     generated from nothing lose balls (measured in notebooks/06, §6), so 1 is the default.
     """
@@ -218,7 +229,8 @@ def generate(
         context = torch.zeros(B, 0, frames_per_clip, model.tokens_per_frame, model.in_dim)
     g = torch.Generator().manual_seed(seed)
     return rollout(
-        model, context, num_clips, steps=steps, cfg_scale=cfg_scale, cond=cond, generator=g, temperature=temperature
+        model, context, num_clips, steps=steps, cfg_scale=cfg_scale, cond=cond, generator=g, temperature=temperature,
+        cfg_t_min=cfg_t_min,
     )
 
 

@@ -12,6 +12,7 @@ Videos are ``(B, T, C, H, W)`` or ``(T, C, H, W)``; frame metrics accept any lea
 - Retrieval: :func:`recall_at_k`, :func:`retrieval_recalls`.
 - :func:`frechet_distance` between two feature sets (features of a small classifier trained here;
   this is not FVD).
+- Objects on a flat background: :func:`foreground`, :func:`foreground_area`, :func:`horizontal_drift`.
 - Segmentation of bool masks ``(M, H, W)``: :func:`region_iou` (J), :func:`boundary_f` (F).
 """
 
@@ -411,30 +412,52 @@ def object_shape(
     return {"area_ratio": ratio(pa, ta), "peak_ratio": ratio(pp, tp)}
 
 
+def foreground(video: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """Foreground of small objects on a flat background: ``(B, T, H, W)`` bool.
+
+    The background is each video's median colour over all its frames and pixels (so an object that moves
+    less than its own size is not taken for background, as it would be by a per-pixel median); a pixel is
+    foreground where its largest channel differs from it by more than ``threshold``.
+
+    Args:
+        video: ``(B, T, C, H, W)`` in [-1, 1].
+    """
+    if not torch.is_floating_point(video):
+        raise TypeError(f"video must be a floating-point video in [-1, 1], got dtype {video.dtype}")
+    if video.ndim != 5:
+        raise ValueError(f"expected videos (B, T, C, H, W), got shape {tuple(video.shape)}")
+    background = rearrange(video, "b t c h w -> b c (t h w)").median(dim=-1).values  # (B, C)
+    return (video - background[:, None, :, None, None]).abs().amax(dim=2) > threshold
+
+
+def foreground_area(video: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """How much object there is: foreground pixels per frame (:func:`foreground`), ``(B, T)`` float.
+
+    For generated videos against real ones of the same class: a model that draws too many or too few
+    objects, or blurs them, shows it here (an empty frame has area 0).
+
+    Args:
+        video: ``(B, T, C, H, W)`` in [-1, 1].
+    """
+    return foreground(video, threshold).flatten(2).sum(-1).float()
+
+
 def horizontal_drift(video: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
     """How far the scene moves sideways: the foreground's mean column in the last frame minus the first's.
 
     A judge of direction that needs no trained network, for small objects on a flat background (balls,
-    digits): the background is the video's median colour (over all its frames and pixels, so an object
-    that moves less than its own size is not taken for background, as it would be by a per-pixel median),
-    a pixel is foreground where its largest channel differs from it by more than ``threshold``, and the
-    foreground's mean column is taken in the first and the last frame. Positive = drifting right: the
-    pixel reading of :meth:`minivgpt.data.BouncingBalls.label_of` (mean x of the ball centres, last frame
-    against first).
+    digits): the foreground is :func:`foreground` (the video's median colour as background), and its mean
+    column is taken in the first and the last frame. Positive = drifting right: the pixel reading of
+    :meth:`minivgpt.data.BouncingBalls.label_of` (mean x of the ball centres, last frame against first).
 
     Args:
         video: ``(B, T, C, H, W)`` in [-1, 1], T >= 2.
     Returns:
         ``(B,)`` float, in pixels; NaN where the first or the last frame has no foreground.
     """
-    if not torch.is_floating_point(video):
-        raise TypeError(f"video must be a floating-point video in [-1, 1], got dtype {video.dtype}")
     if video.ndim != 5 or video.shape[1] < 2:
         raise ValueError(f"expected videos (B, T, C, H, W) with T >= 2, got shape {tuple(video.shape)}")
-    ends = video[:, [0, -1]]  # (B, 2, C, H, W)
-    background = rearrange(video, "b t c h w -> b c (t h w)").median(dim=-1).values  # (B, C)
-    background = background[:, None, :, None, None]  # (B, 1, C, 1, 1)
-    fg = ((ends - background).abs().amax(dim=2) > threshold).double()  # (B, 2, H, W)
+    fg = foreground(video, threshold)[:, [0, -1]].double()  # (B, 2, H, W): the first and the last frame
     cols = torch.arange(video.shape[-1], dtype=torch.float64, device=video.device)
     mass = fg.sum(dim=(-2, -1))  # (B, 2)
     mean_col = (fg * cols).sum(dim=(-2, -1)) / mass  # NaN where a frame has no foreground

@@ -56,6 +56,7 @@ def rollout(
     lengths: Sequence[int] | None = None,
     frames_per_clip: int | None = None,
     temperature: float = 1.0,
+    cfg_t_min: float = 0.0,
 ) -> torch.Tensor:
     """Generate ``num_clips`` clips after a clean context.
 
@@ -69,6 +70,7 @@ def rollout(
             training config, so the noisy clip's position W was seen in training.
         use_cache: read an exact KV cache of the history (fast) or recompute it (reference).
         cfg_scale: classifier-free guidance against the prediction without history (and condition).
+        cfg_t_min: guide only the Euler steps from ``t >= cfg_t_min`` (:meth:`RectifiedFlow.sample`).
         cond: optional class labels ``(B,)`` or embedding ``(B, W)``.
         generator: CPU generator for the starting noise of every clip (same seed -> same frames).
         lengths: frames of each context clip (they sum to T) for a context of unequal clips.
@@ -126,7 +128,7 @@ def rollout(
             denoise = lambda x, t: model.denoise_uncached(history, x, t, cond, lengths=hist_lengths)  # noqa: E731, B023
         uncond = lambda x, t: model.denoise(x, t, None, cond, drop=drop_all)  # noqa: E731
         noise = temperature * torch.randn((B, Fr, N, D), generator=generator).to(context.device, context.dtype)
-        new = flow.sample(denoise, noise, steps, cfg_scale, uncond if cfg_scale != 1.0 else None)
+        new = flow.sample(denoise, noise, steps, cfg_scale, uncond if cfg_scale != 1.0 else None, cfg_t_min=cfg_t_min)
         clips.append(new)
         if use_cache:
             if len(clips) > window:  # the window slid: rebuild the cache from the window (exact)

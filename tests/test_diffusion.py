@@ -48,6 +48,25 @@ def test_guidance_formula():
     assert torch.allclose(out, torch.full_like(x0, 1.5))
 
 
+def test_guidance_only_from_cfg_t_min():
+    """cfg_t_min=0.5 with 4 Euler steps: the steps from t = 0 and 0.25 are unguided, those from 0.5 and 0.75
+    guided (the unconditional branch is called only there); one step from t = 0 is not guided at all."""
+    flow = RectifiedFlow()
+    seen = []
+    cond = lambda x, t: torch.ones_like(x)  # noqa: E731
+    def uncond(x, t):
+        seen.append(float(t[0]))
+        return torch.zeros_like(x)
+
+    out = flow.sample(cond, torch.zeros(2, 3), steps=4, cfg_scale=1.5, denoise_uncond=uncond, cfg_t_min=0.5)
+    assert seen == [0.5, 0.75] and torch.allclose(out, torch.full((2, 3), 1.5))
+    seen.clear()
+    first = flow.sample(cond, torch.zeros(2, 3), steps=1, cfg_scale=1.5, denoise_uncond=uncond, cfg_t_min=0.5)
+    assert seen == [] and torch.allclose(first, torch.ones(2, 3))  # the one step starts at t = 0: unguided
+    with pytest.raises(ValueError, match="cfg_t_min"):
+        flow.sample(cond, torch.zeros(2, 3), steps=1, cfg_scale=1.5, denoise_uncond=uncond, cfg_t_min=1.5)
+
+
 def test_loss_is_mse_of_the_noisy_predictions_and_draw_slicing():
     flow = RectifiedFlow(history_noise=0.9)
     calls = {}

@@ -93,6 +93,8 @@ def test_finetune_prior_weight_teaches_the_condition_prior(text: bool):
     assert prior_error(1.0) < 0.5 * prior_error(0.0)
     with pytest.raises(ValueError, match="prior_weight"):
         finetune_conditional(model, tok, videos, labels, ids, 2, len(vocab), steps=1, prior_weight=-1.0)
+    with pytest.raises(ValueError, match="prior_t_max"):
+        finetune_conditional(model, tok, videos, labels, ids, 2, len(vocab), steps=1, prior_weight=1.0, prior_t_max=1.0)
 
 
 def test_generate_temperature_scales_the_starting_noise():

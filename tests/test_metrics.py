@@ -349,6 +349,19 @@ def test_horizontal_drift_exact_on_a_moving_square():
     assert torch.isnan(empty).all()  # no foreground: no direction
 
 
+def test_foreground_area_counts_object_pixels():
+    square = _moving_square(2)  # one 3x3 square per frame
+    two = square.clone()
+    two[0, :, :, 15:18, 15:18] = 1.0  # a second, still square
+    area = M.foreground_area(torch.cat([square, two, -torch.ones_like(square)]))
+    assert area.shape == (3, 5)
+    assert area[0].tolist() == [9.0] * 5 and area[1].tolist() == [18.0] * 5 and area[2].tolist() == [0.0] * 5
+    with pytest.raises(TypeError, match="floating-point"):
+        M.foreground_area(torch.zeros(1, 3, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="B, T, C, H, W"):
+        M.foreground_area(torch.zeros(3, 3, 8, 8))
+
+
 def test_horizontal_drift_reads_the_bouncing_balls_drift_label():
     from minivgpt.data import BouncingBalls, video_batch
 

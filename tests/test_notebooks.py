@@ -37,6 +37,24 @@ def test_notebooks_are_stored_clean():
                 assert not cell.get("outputs") and cell.get("execution_count") is None, f"{path.name} has outputs"
 
 
+def test_papermill_reads_every_parameter():
+    """papermill parses the parameters cell line by line and skips (with only a log warning) a line with more
+    than one '=' (one in a comment is enough); such a parameter is then missing from `papermill
+    --help-notebook` and reported as "unknown" when passed with -p. Every assigned name must be found."""
+    import ast
+    import json
+
+    translators = pytest.importorskip("papermill.translators")
+    for path in NOTEBOOKS + sorted(NOTEBOOKS[0].parent.joinpath("solutions").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        source = "".join(cell["source"])
+        assigned = {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
+        found = {p.name for p in translators.PythonTranslator.inspect({"source": source})}
+        missing = sorted(assigned - found)
+        assert not missing, f"{path.name}: papermill cannot read {missing} (a second '=' on the line?)"
+
 
 NB08 = Path(__file__).resolve().parent.parent / "notebooks" / "08_pretrain_at_scale.ipynb"
 TINY08 = dict(steps=4, batch_size=2, width=32, depth=1, heads=2, patch_size=8, clips=2, stages="",
