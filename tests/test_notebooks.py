@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = sorted((Path(__file__).resolve().parent.parent / "notebooks" / "solutions").glob("*.ipynb"))
 
 
 def _execute_ci(path, tmp_path, monkeypatch):
@@ -26,9 +27,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
 def test_notebooks_are_stored_clean():
     import json
 
-    solutions = sorted(NOTEBOOKS[0].parent.joinpath("solutions").glob("*.ipynb"))
-    assert NOTEBOOKS and solutions, "no notebooks found"
-    for path in NOTEBOOKS + solutions:
+    assert NOTEBOOKS and SOLUTIONS, "no notebooks found"
+    for path in NOTEBOOKS + SOLUTIONS:
         nb = json.loads(path.read_text())
         tags = [c.get("metadata", {}).get("tags", []) for c in nb["cells"]]
         assert any("parameters" in t for t in tags), f"{path.name} has no cell tagged 'parameters'"
@@ -45,7 +45,7 @@ def test_papermill_reads_every_parameter():
     import json
 
     translators = pytest.importorskip("papermill.translators")
-    for path in NOTEBOOKS + sorted(NOTEBOOKS[0].parent.joinpath("solutions").glob("*.ipynb")):
+    for path in NOTEBOOKS + SOLUTIONS:
         nb = json.loads(path.read_text())
         cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
         source = "".join(cell["source"])
