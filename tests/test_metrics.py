@@ -362,6 +362,22 @@ def test_foreground_area_counts_object_pixels():
         M.foreground_area(torch.zeros(3, 3, 8, 8))
 
 
+def test_object_count_counts_components_and_ignores_specks():
+    square = _moving_square(2)  # one 3x3 square per frame
+    scene = square.clone()
+    scene[0, :, :, 15:18, 15:18] = 1.0  # a second, still square
+    scene[0, :, :, 0, 15] = 1.0  # a one-pixel speck
+    touching = square.clone()
+    touching[0, :, :, 5:8, 9:15] = 1.0  # a bar that touches the moving square in every frame
+    n = M.object_count(torch.cat([square, scene, -torch.ones_like(square), touching]))
+    assert n.shape == (4, 5) and n.dtype == torch.long
+    assert n[0].tolist() == [1] * 5 and n[1].tolist() == [2] * 5 and n[2].tolist() == [0] * 5
+    assert n[3].tolist() == [1] * 5  # objects that touch are one
+    assert M.object_count(scene, min_pixels=1)[0].tolist() == [3] * 5  # the speck counts when allowed
+    with pytest.raises(ValueError, match="min_pixels"):
+        M.object_count(square, min_pixels=0)
+
+
 def test_horizontal_drift_reads_the_bouncing_balls_drift_label():
     from minivgpt.data import BouncingBalls, video_batch
 

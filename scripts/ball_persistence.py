@@ -1,0 +1,59 @@
+"""Does the pretrained backbone keep its balls and their drift as it rolls out? (notebook 06, section 6)
+
+Two measurements on `make pretrain`'s backbone (runs/pretrain), no fine-tuning:
+
+1. generating from nothing: objects per frame (`metrics.object_count`) against real videos of 1-3 balls;
+2. rolling out from the *true* first clip of held-out videos (the forecast from the origin, temperature 0,
+   and one sample, temperature 1): how often the generated video drifts sideways the way the real one does
+   (`metrics.horizontal_drift`), by how far the real balls move sideways.
+
+    python scripts/ball_persistence.py [run=runs/pretrain] [videos=256] [steps=20] [seed=0]
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from minivgpt import backbone, generation, metrics
+from minivgpt.data import BouncingBalls, video_batch
+
+
+def main(argv: list[str]) -> None:
+    opts = dict(a.split("=", 1) for a in argv)
+    unknown = set(opts) - {"run", "videos", "steps", "seed"}
+    if unknown:
+        raise SystemExit(f"unknown options {sorted(unknown)}: use run=, videos=, steps=, seed=")
+    n, steps, seed = int(opts.get("videos", 256)), int(opts.get("steps", 20)), int(opts.get("seed", 0))
+    torch.set_num_threads(1)
+    model, tok, cfg, origin = backbone.load_or_train_backbone([opts.get("run", "runs/pretrain")], "runs/tmp_backbone")
+    print(origin, f"| {torch.backends.cpu.get_cpu_capability()}")
+    F = cfg.train.frames_per_clip
+    real = video_batch(BouncingBalls(n, 4 * F, cfg.data.image_size, 1, 3, seed=seed + 201), range(n))["video"]
+
+    def per_frame(video: torch.Tensor) -> str:
+        return " ".join(f"{c:.2f}" for c in metrics.object_count(video).float().mean(0).tolist())
+
+    print(f"objects per frame (mean of {n} videos, frames 1..{4 * F})")
+    print(f"  {'real videos':<34}{per_frame(real)}")
+    made = tok.decode(generation.generate(model, None, 4, F, batch=n, steps=steps, seed=seed))
+    print(f"  {'backbone, from nothing':<34}{per_frame(made)}")
+
+    truth = metrics.horizontal_drift(real)  # (B,) pixels; its sign is the label's drift (0.99 agreement)
+    first = tok.encode(real[:, :F].contiguous(), F)  # (B, 1, F, N, D): the true first clip
+    bins = ((0, 2), (2, 4), (4, 1000))
+    print(f"drift kept from the true first clip ({n} videos; |real drift| in pixels: share of videos)")
+    print(f"  {'':<34}{'all':>8}" + "".join(f"{f'[{lo}, {hi})':>12}" for lo, hi in bins))
+    share = [((truth.abs() >= lo) & (truth.abs() < hi)).float().mean().item() for lo, hi in bins]
+    print(f"  {'share of videos':<34}{1.0:>8.2f}" + "".join(f"{s:>12.2f}" for s in share))
+    for name, temperature in (("forecast (temperature 0)", 0.0), ("sample (temperature 1)", 1.0)):
+        toks = generation.generate(model, None, 3, F, context=first, steps=steps, seed=seed, temperature=temperature)
+        drift = metrics.horizontal_drift(tok.decode(toks))
+        kept = ((drift > 0) == (truth > 0)) & ~drift.isnan()
+        row = [kept[(truth.abs() >= lo) & (truth.abs() < hi)].float().mean().item() for lo, hi in bins]
+        print(f"  {name:<34}{kept.float().mean().item():>8.2f}" + "".join(f"{r:>12.2f}" for r in row))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
