@@ -219,10 +219,10 @@ def generate(
     Without ``context`` generation starts from nothing (C = 0), so the first clip comes from the condition
     alone. ``cfg_scale`` is classifier-free guidance against the prediction without history and condition,
     applied to the Euler steps from ``t >= cfg_t_min`` (0 = all).
-    ``temperature`` scales every clip's starting noise (:func:`~minivgpt.rollout.rollout`). The small
-    backbone's samples are under-dispersed: videos generated from nothing lose balls as they roll out, more
-    of them below temperature 1 and fewer a little above it (notebooks/06, §6, which samples at 1.3). 1, the
-    model's own distribution, stays the default here.
+    ``temperature`` scales every clip's starting noise (:func:`~minivgpt.rollout.rollout`); 1 samples the
+    model's own distribution and is the default. Videos generated from nothing lose balls as they roll out,
+    more of them below 1; above 1 (1.3) more balls are drawn than asked, which a classifier judge rewards but
+    the pixel count does not (measured in notebooks/06, §6, which therefore samples at 1).
     """
     if context is None:
         if cond is None and batch is None:

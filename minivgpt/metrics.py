@@ -12,7 +12,8 @@ Videos are ``(B, T, C, H, W)`` or ``(T, C, H, W)``; frame metrics accept any lea
 - Retrieval: :func:`recall_at_k`, :func:`retrieval_recalls`.
 - :func:`frechet_distance` between two feature sets (features of a small classifier trained here;
   this is not FVD).
-- Objects on a flat background: :func:`foreground`, :func:`foreground_area`, :func:`horizontal_drift`.
+- Objects on a flat background: :func:`foreground`, :func:`foreground_area`, :func:`object_count`,
+  :func:`horizontal_drift`.
 - Segmentation of bool masks ``(M, H, W)``: :func:`region_iou` (J), :func:`boundary_f` (F).
 """
 

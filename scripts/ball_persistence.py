@@ -43,16 +43,16 @@ def main(argv: list[str]) -> None:
     truth = metrics.horizontal_drift(real)  # (B,) pixels; its sign is the label's drift (0.99 agreement)
     first = tok.encode(real[:, :F].contiguous(), F)  # (B, 1, F, N, D): the true first clip
     bins = ((0, 2), (2, 4), (4, 1000))
+    in_bin = [(truth.abs() >= lo) & (truth.abs() < hi) for lo, hi in bins]  # (B,) bool per bin of |real drift|
     print(f"drift kept from the true first clip ({n} videos; |real drift| in pixels: share of videos)")
     print(f"  {'':<34}{'all':>8}" + "".join(f"{f'[{lo}, {hi})':>12}" for lo, hi in bins))
-    share = [((truth.abs() >= lo) & (truth.abs() < hi)).float().mean().item() for lo, hi in bins]
-    print(f"  {'share of videos':<34}{1.0:>8.2f}" + "".join(f"{s:>12.2f}" for s in share))
+    print(f"  {'share of videos':<34}{1.0:>8.2f}" + "".join(f"{m.float().mean().item():>12.2f}" for m in in_bin))
     for name, temperature in (("forecast (temperature 0)", 0.0), ("sample (temperature 1)", 1.0)):
         toks = generation.generate(model, None, 3, F, context=first, steps=steps, seed=seed, temperature=temperature)
         drift = metrics.horizontal_drift(tok.decode(toks))
         kept = ((drift > 0) == (truth > 0)) & ~drift.isnan()
-        row = [kept[(truth.abs() >= lo) & (truth.abs() < hi)].float().mean().item() for lo, hi in bins]
-        print(f"  {name:<34}{kept.float().mean().item():>8.2f}" + "".join(f"{r:>12.2f}" for r in row))
+        row = "".join(f"{kept[m].float().mean().item():>12.2f}" for m in in_bin)
+        print(f"  {name:<34}{kept.float().mean().item():>8.2f}" + row)
 
 
 if __name__ == "__main__":
