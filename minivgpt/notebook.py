@@ -75,6 +75,25 @@ def resolve_out(path: str) -> str:
     return str(p if p.is_absolute() else ROOT / p)
 
 
+def backbone_folders(run: str = "") -> list[Path]:
+    """Where a transfer notebook finds its backbone: ``[run]`` when given (relative to the repository root,
+    and it must hold a ``last.pt``), else ``runs/pretrain`` then ``runs/nb04``
+    (:func:`minivgpt.backbone.load_or_train_backbone` takes the first that exists).
+
+    Raises ``FileNotFoundError`` naming the folder when a given ``run`` holds no checkpoint, rather than
+    quietly training a fallback in its place.
+    """
+    if not run:
+        return [runs_dir("pretrain"), runs_dir("nb04")]
+    folder = Path(resolve_out(run))
+    if not (folder / "last.pt").exists():
+        raise FileNotFoundError(
+            f"backbone_run={run!r}: no last.pt in {folder}; give a trained run (e.g. make pretrain's runs/pretrain) "
+            "or leave it empty for runs/pretrain, then runs/nb04"
+        )
+    return [folder]
+
+
 # the layers a VideoGPT initialises to zero (adaLN-Zero): the per-block modulation, the output modulation
 # and the output projection. With them at zero every block is the identity and the output is constant.
 ZERO_INIT_LAYERS = ("ada", "ada_out", "out")

@@ -2,7 +2,9 @@
 
 Two measurements on `make pretrain`'s backbone (runs/pretrain), no fine-tuning:
 
-1. generating from nothing: objects per frame (`metrics.object_count`) against real videos of 1-3 balls;
+1. objects per frame (`metrics.object_count`) of real videos of 1-3 balls, of videos generated from nothing
+   and of rollouts from the true first clip (one sample each), and how often the frames of each clip show the
+   same number of objects (a clip drawn coherently);
 2. rolling out from the *true* first clip of held-out videos (the forecast from the origin, temperature 0,
    and one sample, temperature 1): how often the generated video drifts sideways the way the real one does
    (`metrics.horizontal_drift`), by how far the real balls move sideways.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import sys
 
 import torch
+from einops import rearrange
 
 from minivgpt import backbone, generation, metrics
 from minivgpt.data import BouncingBalls, video_batch
@@ -35,13 +38,25 @@ def main(argv: list[str]) -> None:
     def per_frame(video: torch.Tensor) -> str:
         return " ".join(f"{c:.2f}" for c in metrics.object_count(video).float().mean(0).tolist())
 
+    def coherent(video: torch.Tensor) -> str:
+        """Per clip: the share of videos whose frames all show the same number of objects."""
+        counts = rearrange(metrics.object_count(video), "b (k f) -> b k f", f=F)  # (B, K, F)
+        same = (counts == counts[..., :1]).all(-1).float().mean(0)  # (K,)
+        return " ".join(f"{c:.2f}" for c in same.tolist())
+
     print(f"objects per frame (mean of {n} videos, frames 1..{4 * F})")
     print(f"  {'real videos':<34}{per_frame(real)}")
     made = tok.decode(generation.generate(model, None, 4, F, batch=n, steps=steps, seed=seed))
     print(f"  {'backbone, from nothing':<34}{per_frame(made)}")
+    first = tok.encode(real[:, :F].contiguous(), F)  # (B, 1, F, N, D): the true first clip
+    rolled = tok.decode(generation.generate(model, None, 3, F, context=first, steps=steps, seed=seed))
+    print(f"  {'backbone, from the true clip 1':<34}{per_frame(rolled)}")
+    print(f"clips whose {F} frames show the same number of objects (share of videos, clips 1..4)")
+    shown = (("real videos", real), ("backbone, from nothing", made), ("backbone, from the true clip 1", rolled))
+    for name, video in shown:
+        print(f"  {name:<34}{coherent(video)}")
 
     truth = metrics.horizontal_drift(real)  # (B,) pixels; its sign is the label's drift (0.99 agreement)
-    first = tok.encode(real[:, :F].contiguous(), F)  # (B, 1, F, N, D): the true first clip
     bins = ((0, 2), (2, 4), (4, 1000))
     in_bin = [(truth.abs() >= lo) & (truth.abs() < hi) for lo, hi in bins]  # (B,) bool per bin of |real drift|
     print(f"drift kept from the true first clip ({n} videos; |real drift| in pixels: share of videos)")

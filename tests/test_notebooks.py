@@ -205,3 +205,17 @@ def test_notebook08_parameters_are_the_config():
     src = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
     names = [t.id for node in ast.parse(src).body if isinstance(node, ast.Assign) for t in node.targets]
     assert sorted(names) == sorted(valid_keys()), set(names) ^ set(valid_keys())
+
+
+def test_backbone_folders_default_chain_and_a_missing_run(tmp_path):
+    """Notebooks 06-07's `backbone_run`: empty -> runs/pretrain then runs/nb04; a given run must hold a checkpoint
+    (a clear error naming it, not a quiet fallback training), and is taken as given when it does."""
+    from minivgpt.notebook import backbone_folders
+
+    default = backbone_folders("")
+    assert [p.name for p in default] == ["pretrain", "nb04"]
+    with pytest.raises(FileNotFoundError, match="no last.pt in .*nowhere"):
+        backbone_folders(str(tmp_path / "nowhere"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "last.pt").write_bytes(b"")
+    assert backbone_folders(str(tmp_path / "mine")) == [tmp_path / "mine"]
