@@ -3,7 +3,8 @@
     make figures            (= python scripts/make_figures.py)
 
 mask.png and sequence.png need nothing; training_curve.png and rollout.png need `make demo` (runs/demo);
-horizon.png needs `make pretrain` (runs/pretrain);
+horizon.png needs `make pretrain` (runs/pretrain); horizon_demo_x4.png needs the one-ball run at 4x the steps
+(runs/demo_x4, DEMO_X4 below);
 bench.png needs `make bench` (runs/bench.json). Missing inputs are reported, not invented.
 """
 
@@ -77,11 +78,26 @@ def rollout_figure() -> Path | None:
 
 def horizon_figure() -> Path | None:
     """The forecast error and the ball's shape over the 8-frame horizon, from `make pretrain` (1-3 balls)."""
-    src = ROOT / "runs" / "pretrain" / "horizon.png"
-    if not _have(src, "horizon.png", "make pretrain"):
+    return _copy_run_picture("pretrain", "horizon.png", "make pretrain")
+
+
+# the demo's recipe on one ball at 4x the steps (the README row "one ball at 4x the steps")
+DEMO_X4 = "python -m minivgpt.demo steps=6000 minutes=40 out=runs/demo_x4 threads=1"
+
+
+def horizon_demo_x4_figure() -> Path | None:
+    """The same picture for one ball at 4x the demo's steps (runs/demo_x4)."""
+    return _copy_run_picture("demo_x4", "horizon_demo_x4.png", DEMO_X4, source="horizon.png")
+
+
+def _copy_run_picture(run: str, figure: str, command: str, source: str | None = None) -> Path | None:
+    """Copy ``runs/<run>/<source>`` (default: the figure's own name) to docs/figures/<figure>."""
+    src = ROOT / "runs" / run / (source or figure)
+    if not _have(src, figure, command):
         return None
-    shutil.copyfile(src, OUT / "horizon.png")
-    return OUT / "horizon.png"
+    OUT.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, OUT / figure)
+    return OUT / figure
 
 
 def recipe_figure() -> Path | None:
@@ -144,7 +160,8 @@ def _save(fig, name: str) -> Path:
 
 
 def main() -> int:
-    figures = (mask_figure, sequence_figure, curve_figure, rollout_figure, horizon_figure, recipe_figure, bench_figure)
+    figures = (mask_figure, sequence_figure, curve_figure, rollout_figure, horizon_figure, horizon_demo_x4_figure,
+               recipe_figure, bench_figure)
     written = [p for p in (make() for make in figures) if p]
     for p in written:
         print("wrote", p.relative_to(ROOT))
