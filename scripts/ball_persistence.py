@@ -35,27 +35,28 @@ def main(argv: list[str]) -> None:
     F = cfg.train.frames_per_clip
     real = video_batch(BouncingBalls(n, 4 * F, cfg.data.image_size, 1, 3, seed=seed + 201), range(n))["video"]
 
-    def per_frame(video: torch.Tensor) -> str:
-        return " ".join(f"{c:.2f}" for c in metrics.object_count(video).float().mean(0).tolist())
+    def per_frame(counts: torch.Tensor) -> str:
+        """Objects per frame ``(B, T)`` -> their mean over videos, frame by frame."""
+        return " ".join(f"{c:.2f}" for c in counts.float().mean(0).tolist())
 
-    def coherent(video: torch.Tensor) -> str:
+    def coherent(counts: torch.Tensor) -> str:
         """Per clip: the share of videos whose frames all show the same number of objects."""
-        counts = rearrange(metrics.object_count(video), "b (k f) -> b k f", f=F)  # (B, K, F)
+        counts = rearrange(counts, "b (k f) -> b k f", f=F)  # (B, K, F)
         same = (counts == counts[..., :1]).all(-1).float().mean(0)  # (K,)
         return " ".join(f"{c:.2f}" for c in same.tolist())
 
-    print(f"objects per frame (mean of {n} videos, frames 1..{4 * F})")
-    print(f"  {'real videos':<34}{per_frame(real)}")
     made = tok.decode(generation.generate(model, None, 4, F, batch=n, steps=steps, seed=seed))
-    print(f"  {'backbone, from nothing':<34}{per_frame(made)}")
     first = tok.encode(real[:, :F].contiguous(), F)  # (B, 1, F, N, D): the true first clip
     # one sample (temperature 1) from the true first clip; its drift is read below
     rolled = tok.decode(generation.generate(model, None, 3, F, context=first, steps=steps, seed=seed))
-    print(f"  {'backbone, from the true clip 1':<34}{per_frame(rolled)}")
-    print(f"clips whose {F} frames show the same number of objects (share of videos, clips 1..4)")
     shown = (("real videos", real), ("backbone, from nothing", made), ("backbone, from the true clip 1", rolled))
-    for name, video in shown:
-        print(f"  {name:<34}{coherent(video)}")
+    counts = {name: metrics.object_count(video) for name, video in shown}  # (B, T) each, counted once
+    print(f"objects per frame (mean of {n} videos, frames 1..{4 * F})")
+    for name, c in counts.items():
+        print(f"  {name:<34}{per_frame(c)}")
+    print(f"clips whose {F} frames show the same number of objects (share of videos, clips 1..4)")
+    for name, c in counts.items():
+        print(f"  {name:<34}{coherent(c)}")
 
     truth = metrics.horizontal_drift(real)  # (B,) pixels; its sign is the label's drift (0.99 agreement)
     bins = ((0, 2), (2, 4), (4, 1000))

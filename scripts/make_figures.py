@@ -65,15 +65,11 @@ def curve_figure() -> Path | None:
 
 
 def rollout_figure() -> Path | None:
-    src = ROOT / "runs" / "demo" / "rollout.png"
-    if not _have(src, "rollout.png", "make demo"):
-        return None
-    OUT.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, OUT / "rollout.png")
-    gif = src.with_suffix(".gif")
-    if gif.exists():
+    png = _copy_run_picture("demo", "rollout.png", "make demo")
+    gif = ROOT / "runs" / "demo" / "rollout.gif"
+    if png and gif.exists():
         shutil.copyfile(gif, OUT / "rollout.gif")
-    return OUT / "rollout.png"
+    return png
 
 
 def horizon_figure() -> Path | None:
