@@ -15,6 +15,7 @@ Two measurements on `make pretrain`'s backbone (runs/pretrain), no fine-tuning:
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from einops import rearrange
@@ -30,10 +31,14 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"unknown options {sorted(unknown)}: use run=, videos=, steps=, seed=")
     n, steps, seed = int(opts.get("videos", 256)), int(opts.get("steps", 20)), int(opts.get("seed", 0))
     torch.set_num_threads(1)
-    model, tok, cfg, origin = backbone.load_or_train_backbone([opts.get("run", "runs/pretrain")], "runs/tmp_backbone")
+    run = Path(opts.get("run", "runs/pretrain"))
+    if not (run / "last.pt").exists():  # a clear error rather than a quietly trained stand-in
+        raise SystemExit(f"run={run}: no last.pt there; train the backbone first (make pretrain) or give run=DIR")
+    model, tok, cfg, origin = backbone.load_or_train_backbone([run], "runs/tmp_backbone")
     print(origin, f"| {torch.backends.cpu.get_cpu_capability()}")
     F = cfg.train.frames_per_clip
-    real = video_batch(BouncingBalls(n, 4 * F, cfg.data.image_size, 1, 3, seed=seed + 201), range(n))["video"]
+    real_b = video_batch(BouncingBalls(n, 4 * F, cfg.data.image_size, 1, 3, seed=seed + 201), range(n))
+    real, balls = real_b["video"], real_b["label"] // 2 + 1  # label = 2 (balls - 1) + drifting_right
 
     def per_frame(counts: torch.Tensor) -> str:
         """Objects per frame ``(B, T)`` -> their mean over videos, frame by frame."""
@@ -54,6 +59,9 @@ def main(argv: list[str]) -> None:
     print(f"objects per frame (mean of {n} videos, frames 1..{4 * F})")
     for name, c in counts.items():
         print(f"  {name:<34}{per_frame(c)}")
+    print(f"frames showing the video's own number of balls (share of videos, frames 1..{4 * F})")
+    for name in ("real videos", "backbone, from the true clip 1"):
+        print(f"  {name:<34}{per_frame(counts[name] == balls[:, None])}")
     print(f"clips whose {F} frames show the same number of objects (share of videos, clips 1..4)")
     for name, c in counts.items():
         print(f"  {name:<34}{coherent(c)}")

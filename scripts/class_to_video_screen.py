@@ -1,0 +1,150 @@
+"""Screen a change to class-to-video's fine-tuning quickly, on one seed (notebook 06, section 6).
+
+Notebook 06's data and defaults (1,024 training videos of 1-3 balls, 8 frames; 1,000 fine-tuning steps,
+lr 1e-3, ``prior_weight=1``), one video per asked label x 16 per class, 20 Euler steps, scored by a
+classifier trained on real videos and from the pixels (``metrics.object_count`` and
+``metrics.horizontal_drift``), the same readings as the notebook's tables. About 6 minutes on one thread
+(12 with ``label=clip``) instead of the notebook's 7.5, for sorting ideas before a 3-seed notebook run.
+
+Options: ``run=`` (backbone, default runs/pretrain), ``seed=``, ``steps=``, ``cfg=1,3`` (guidance scales);
+any of ``lr``, ``cond_lr_mult``, ``prior_weight``, ``animate_prob``, ``text_prob``, ``history_noise``,
+``clips`` of :func:`minivgpt.generation.finetune_conditional` (``clips=4``: whole 8-frame videos instead of
+2-clip crops); ``label=clip`` puts the label in as a learned clean clip before the video (initialised to
+its class's mean first clip) on top of the adaLN vector, a stronger path than the vector alone, so the
+first clip is drawn as a continuation of the label's clip (the paper leaves open how a condition enters).
+
+    python scripts/class_to_video_screen.py [run=runs/pretrain] [seed=1] [clips=4] [label=clip] ...
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from minivgpt import backbone, captions, generation, judge, metrics, optim
+from minivgpt.data import BouncingBalls, video_batch
+from minivgpt.diffusion import RectifiedFlow, add_noise
+from minivgpt.rollout import rollout
+
+FINETUNE = {"lr": float, "cond_lr_mult": float, "prior_weight": float, "animate_prob": float,
+            "text_prob": float, "history_noise": float, "clips": int}
+
+
+def finetune_label_clip(model, tok, videos, labels, num_classes, F, steps, seed, lr=1e-3, prior_weight=1.0):
+    """Fine-tune a copy of ``model`` with each label as a learned clean clip ``(F, N, D)`` put before the
+    video's 2-clip crop (no loss on it), plus the adaLN vector of a :class:`generation.Conditioner`; the
+    prior term denoises the true first clip from pure noise after the label's clip. Returns the model, the
+    conditioner and the label clips ``(classes, F, N, D)``."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    firsts = tok.encode(videos[:, :F].contiguous(), F)[:, 0]  # (M, F, N, D): every video's first clip
+    label_clip = nn.Parameter(torch.stack([firsts[labels == c].mean(0) for c in range(num_classes)]))
+    net = copy.deepcopy(model).train().requires_grad_(True)
+    cond_net = generation.Conditioner(num_classes, 2, model.cfg.width)
+    opt = optim.make_optimizer(net, lr, 0.1, extra_groups=[
+        {"params": cond_net, "lr_scale": 10.0, "weight_decay": 0.0},
+        {"params": [label_clip], "lr_scale": 10.0, "weight_decay": 0.0}])
+    flow, B, T = RectifiedFlow(0.9, "uniform", 0.1), 16, videos.shape[1]
+    for step in range(steps):
+        idx = torch.randint(len(videos), (B,), generator=g)
+        start = torch.randint(T - 2 * F + 1, (B,), generator=g)
+        crop = torch.stack([videos[i, s : s + 2 * F] for i, s in zip(idx.tolist(), start.tolist())])
+        x = torch.cat([label_clip[labels[idx]][:, None], tok.encode(crop, F)], 1)  # (B, 3, F, N, D)
+        r = flow.draw(tuple(x.shape), g)
+        r["t_clean"][:, 0] = 1.0  # the label's clip is given clean, as at sampling
+        x_t, hist = add_noise(x, r["t"], r["noise"]), add_noise(x, r["t_clean"], r["history_noise"])
+        pred = net(x_t, hist, r["t"], t_clean=r["t_clean"], cond=cond_net(labels[idx]), drop=r["drop"])
+        loss = (pred[:, 1:] - x[:, 1:]).pow(2).mean()  # not on the label's clip
+        if prior_weight > 0:
+            j = torch.randint(len(videos), (2 * B,), generator=g)
+            pair = torch.stack([label_clip[labels[j]], firsts[j]], 1)  # (2B, 2, F, N, D)
+            tt = torch.stack([torch.ones(2 * B), torch.zeros(2 * B)], 1)  # the first clip from pure noise
+            noisy = add_noise(pair, tt, torch.randn(pair.shape, generator=g))
+            pj = net(noisy, pair, tt, cond=cond_net(labels[j]))
+            loss = loss + prior_weight * (pj[:, 1] - firsts[j]).pow(2).mean()
+        optim.set_lr(opt, optim.lr_at(step, lr, steps, 20, 0.1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([*net.parameters(), *cond_net.parameters(), label_clip], 1.0)
+        opt.step()
+    return net.eval().requires_grad_(False), cond_net.eval(), label_clip.detach()
+
+
+def scores(clf: nn.Module, video: torch.Tensor, asked: torch.Tensor, F: int) -> dict[str, float]:
+    """Videos ``(B, T, C, H, W)`` against asked labels ``(B,)``: the classifier's accuracy and the pixels';
+    ``jump``: how much consecutive frames differ across a clip boundary over how much within a clip (mean
+    squared change; about 1 for real videos, above 1 where each clip is drawn apart from the one before)."""
+    n = metrics.object_count(video)  # (B, T)
+    change = (video[:, 1:] - video[:, :-1]).pow(2).mean((0, 2, 3, 4))  # (T - 1,): frame t -> t + 1
+    across = torch.arange(1, video.shape[1]) % F == 0  # the step from a clip's last frame to the next clip
+    balls = asked // 2 + 1  # label = 2 (balls - 1) + drifting_right
+    count = n.median(dim=1).values == balls
+    drift = (metrics.horizontal_drift(video) > 0) == (asked % 2 == 1)
+    return {"accuracy": (backbone.batched(clf, video).argmax(1) == asked).float().mean().item(),
+            "pixel count": count.float().mean().item(), "pixel drift": drift.float().mean().item(),
+            "pixel class": (count & drift).float().mean().item(),
+            "right, frame 1": (n[:, 0] == balls).float().mean().item(),
+            "right, last": (n[:, -1] == balls).float().mean().item(),
+            "objects, frame 1": n[:, 0].float().mean().item(), "objects, last": n[:, -1].float().mean().item(),
+            "jump": (change[across].mean() / change[~across].mean()).item()}
+
+
+def main(argv: list[str]) -> None:
+    if any("=" not in a for a in argv):
+        raise SystemExit(__doc__)
+    opts = dict(a.split("=", 1) for a in argv)
+    unknown = set(opts) - {"run", "seed", "steps", "cfg", "label", *FINETUNE}
+    if unknown:
+        known = ", ".join(["run", "seed", "steps", "cfg", "label", *FINETUNE])
+        raise SystemExit(f"unknown options {sorted(unknown)}; known: {known}")
+    if opts.get("label", "vector") not in ("vector", "clip"):
+        raise SystemExit(f"label={opts['label']}: use label=vector (the default) or label=clip")
+    seed, steps = int(opts.get("seed", 1)), int(opts.get("steps", 1000))
+    kw = {"lr": 1e-3, "prior_weight": 1.0} | {k: f(opts[k]) for k, f in FINETUNE.items() if k in opts}
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    run = Path(opts.get("run", "runs/pretrain"))
+    if not (run / "last.pt").exists():  # a clear error rather than a quietly trained stand-in
+        raise SystemExit(f"run={run}: no last.pt there; train the backbone first (make pretrain) or give run=DIR")
+    model, tok, cfg, origin = backbone.load_or_train_backbone([run], "runs/tmp_backbone")
+    print(origin, f"| {torch.backends.cpu.get_cpu_capability()} | {opts}")
+    F, size = cfg.train.frames_per_clip, cfg.data.image_size
+    train_set = BouncingBalls(1024, 4 * F, size, 1, 3, seed=seed + 200)  # notebook 06's videos
+    train_b = video_batch(train_set, range(1024))
+    test_b = video_batch(BouncingBalls(256, 4 * F, size, 1, 3, seed=seed + 201), range(256))
+    nc = train_set.num_classes
+    clf = judge.train_classifier(train_b["video"], train_b["label"], nc, steps=400, seed=seed)
+    asked = torch.arange(nc).repeat_interleave(16)
+    rows = {"real videos": scores(clf, test_b["video"], test_b["label"], F)}
+    if opts.get("label") == "clip":
+        if set(kw) - {"lr", "prior_weight"}:
+            raise SystemExit("label=clip takes lr= and prior_weight= only")
+        net, cond_net, label_clip = finetune_label_clip(model, tok, train_b["video"], train_b["label"], nc, F,
+                                                        steps, seed, **kw)
+        for s in map(float, opts.get("cfg", "1,3").split(",")):
+            out = rollout(net, label_clip[asked][:, None], 4, steps=20, window=3, cfg_scale=s,
+                          cond=cond_net(asked), generator=torch.Generator().manual_seed(seed))
+            rows[f"guidance {s:g}"] = scores(clf, tok.decode(out[:, 1:]), asked, F)  # the label's clip left out
+    else:
+        vocab = captions.Vocabulary.build(train_b["caption"])
+        ft = generation.finetune_conditional(model, tok, train_b["video"], train_b["label"],
+                                             vocab.encode(train_b["caption"]), nc, len(vocab), steps=steps,
+                                             seed=seed, **kw)
+        for s in map(float, opts.get("cfg", "1,3").split(",")):
+            video = tok.decode(generation.generate(ft.model, ft.conditioner(asked), 4, F, steps=20, cfg_scale=s,
+                                                   seed=seed))
+            rows[f"guidance {s:g}"] = scores(clf, video, asked, F)
+    heads = list(rows["real videos"])
+    print(f"{len(asked)} generated videos, {time.perf_counter() - t0:.0f} s")
+    print(f"{'':<14}" + "".join(f"{h:>17}" for h in heads))
+    for name, row in rows.items():
+        print(f"{name:<14}" + "".join(f"{row[h]:>17.3f}" for h in heads))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
