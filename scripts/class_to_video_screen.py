@@ -7,11 +7,12 @@ classifier trained on real videos and from the pixels (``metrics.object_count`` 
 (12 with ``label=clip``) instead of the notebook's 7.5, for sorting ideas before a 3-seed notebook run.
 
 Options: ``run=`` (backbone, default runs/pretrain), ``seed=``, ``steps=``, ``cfg=1,3`` (guidance scales);
-any of ``lr``, ``cond_lr_mult``, ``prior_weight``, ``animate_prob``, ``text_prob``, ``history_noise``,
-``clips`` of :func:`minivgpt.generation.finetune_conditional` (``clips=4``: whole 8-frame videos instead of
-2-clip crops); ``label=clip`` puts the label in as a learned clean clip before the video (initialised to
-its class's mean first clip) on top of the adaLN vector, a stronger path than the vector alone, so the
-first clip is drawn as a continuation of the label's clip (the paper leaves open how a condition enters).
+any of ``lr``, ``cond_lr_mult``, ``prior_weight``, ``prior_t_max``, ``animate_prob``, ``text_prob``,
+``history_noise``, ``clips`` of :func:`minivgpt.generation.finetune_conditional` (``clips=4``: whole
+8-frame videos instead of 2-clip crops); ``label=clip`` puts the label in as a learned clean clip before the
+video (initialised to its class's mean first clip) on top of the adaLN vector, a stronger path than the
+vector alone, so the first clip is drawn as a continuation of the label's clip (the paper leaves open how a
+condition enters).
 
     python scripts/class_to_video_screen.py [run=runs/pretrain] [seed=1] [clips=4] [label=clip] ...
 """
@@ -32,7 +33,7 @@ from minivgpt.diffusion import RectifiedFlow, add_noise
 from minivgpt.rollout import rollout
 
 FINETUNE = {"lr": float, "cond_lr_mult": float, "prior_weight": float, "animate_prob": float,
-            "text_prob": float, "history_noise": float, "clips": int}
+            "text_prob": float, "history_noise": float, "clips": int, "prior_t_max": float}
 
 
 def finetune_label_clip(model, tok, videos, labels, num_classes, F, steps, seed, lr=1e-3, prior_weight=1.0):
