@@ -107,6 +107,8 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"label={opts['label']}: use label=vector (the default) or label=clip")
     seed, steps = int(opts.get("seed", 1)), int(opts.get("steps", 1000))
     kw = {"lr": 1e-3, "prior_weight": 1.0} | {k: f(opts[k]) for k, f in FINETUNE.items() if k in opts}
+    if opts.get("label") == "clip" and set(kw) - {"lr", "prior_weight"}:
+        raise SystemExit("label=clip takes lr= and prior_weight= only")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     run = Path(opts.get("run", "runs/pretrain"))
@@ -123,8 +125,6 @@ def main(argv: list[str]) -> None:
     asked = torch.arange(nc).repeat_interleave(16)
     rows = {"real videos": scores(clf, test_b["video"], test_b["label"], F)}
     if opts.get("label") == "clip":
-        if set(kw) - {"lr", "prior_weight"}:
-            raise SystemExit("label=clip takes lr= and prior_weight= only")
         net, cond_net, label_clip = finetune_label_clip(model, tok, train_b["video"], train_b["label"], nc, F,
                                                         steps, seed, **kw)
         for s in map(float, opts.get("cfg", "1,3").split(",")):
