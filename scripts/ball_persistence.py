@@ -15,13 +15,13 @@ Two measurements on `make pretrain`'s backbone (runs/pretrain), no fine-tuning:
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 from einops import rearrange
 
-from minivgpt import backbone, generation, metrics
+from minivgpt import generation, metrics
 from minivgpt.data import BouncingBalls, video_batch
+from minivgpt.train import load_run
 
 
 def main(argv: list[str]) -> None:
@@ -31,11 +31,9 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"unknown options {sorted(unknown)}: use run=, videos=, steps=, seed=")
     n, steps, seed = int(opts.get("videos", 256)), int(opts.get("steps", 20)), int(opts.get("seed", 0))
     torch.set_num_threads(1)
-    run = Path(opts.get("run", "runs/pretrain"))
-    if not (run / "last.pt").exists():  # a clear error rather than a quietly trained stand-in
-        raise SystemExit(f"run={run}: no last.pt there; train the backbone first (make pretrain) or give run=DIR")
-    model, tok, cfg, origin = backbone.load_or_train_backbone([run], "runs/tmp_backbone")
-    print(origin, f"| {torch.backends.cpu.get_cpu_capability()}")
+    run = opts.get("run", "runs/pretrain")
+    model, tok, cfg = load_run(run)  # a run without a checkpoint is an error, not a quietly trained stand-in
+    print(f"loaded the run in {run} | {torch.backends.cpu.get_cpu_capability()}")
     F = cfg.train.frames_per_clip
     real_b = video_batch(BouncingBalls(n, 4 * F, cfg.data.image_size, 1, 3, seed=seed + 201), range(n))
     real, balls = real_b["video"], real_b["label"] // 2 + 1  # label = 2 (balls - 1) + drifting_right

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -31,6 +30,7 @@ from minivgpt import backbone, captions, generation, judge, metrics, optim
 from minivgpt.data import BouncingBalls, video_batch
 from minivgpt.diffusion import RectifiedFlow, add_noise
 from minivgpt.rollout import rollout
+from minivgpt.train import load_run
 
 FINETUNE = {"lr": float, "cond_lr_mult": float, "prior_weight": float, "animate_prob": float,
             "text_prob": float, "history_noise": float, "clips": int, "prior_t_max": float}
@@ -111,11 +111,9 @@ def main(argv: list[str]) -> None:
         raise SystemExit("label=clip takes lr= and prior_weight= only")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    run = Path(opts.get("run", "runs/pretrain"))
-    if not (run / "last.pt").exists():  # a clear error rather than a quietly trained stand-in
-        raise SystemExit(f"run={run}: no last.pt there; train the backbone first (make pretrain) or give run=DIR")
-    model, tok, cfg, origin = backbone.load_or_train_backbone([run], "runs/tmp_backbone")
-    print(origin, f"| {torch.backends.cpu.get_cpu_capability()} | {opts}")
+    run = opts.get("run", "runs/pretrain")
+    model, tok, cfg = load_run(run)  # a run without a checkpoint is an error, not a quietly trained stand-in
+    print(f"loaded the run in {run} | {torch.backends.cpu.get_cpu_capability()} | {opts}")
     F, size = cfg.train.frames_per_clip, cfg.data.image_size
     train_set = BouncingBalls(1024, 4 * F, size, 1, 3, seed=seed + 200)  # notebook 06's videos
     train_b = video_batch(train_set, range(1024))
