@@ -5,7 +5,8 @@ penultimate features feed :func:`minivgpt.metrics.frechet_distance` (a "Fréchet
 a small video classifier", not FVD on I3D) and the retrieval judge of text-to-video
 (:func:`minivgpt.captions.train_retrieval`, scored by :func:`minivgpt.metrics.recall_at_k`).
 Trained on real videos, it can read a class from cues that generated videos break; the drift direction is
-therefore also read from the pixels (:func:`minivgpt.metrics.horizontal_drift`) beside it.
+therefore also read from the pixels (:func:`minivgpt.metrics.horizontal_drift`) beside it, and the count
+(:func:`minivgpt.metrics.object_count`): :func:`class_scores` gives both readings.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import optim
+from . import metrics, optim
 
 
 class VideoClassifier(nn.Module):
@@ -76,3 +77,35 @@ def train_classifier(
         loss.backward()
         opt.step()
     return clf.eval().requires_grad_(False)
+
+
+def class_scores(clf: nn.Module, video: torch.Tensor, asked: torch.Tensor, batch_size: int = 64) -> dict[str, float]:
+    """How well videos obey the bouncing-balls labels they were asked for, read by the classifier and from the
+    pixels (no network).
+
+    Labels are ``2 * (balls - 1) + drifting_right`` (:class:`minivgpt.data.BouncingBalls`). The pixel
+    readings: the count is the median over the frames of :func:`minivgpt.metrics.object_count`, the drift
+    the sign of :func:`minivgpt.metrics.horizontal_drift`. A video with an empty frame (no ball at all, which
+    no real video has) shows no class: ``"acc, no blank"`` counts it wrong.
+
+    Args:
+        clf: a classifier of ``(B, T, C, H, W)`` videos (:func:`train_classifier`).
+        video: ``(B, T, C, H, W)`` in [-1, 1]; asked: ``(B,)`` long labels.
+    Returns:
+        ``{"accuracy", "acc, no blank", "count acc", "drift acc", "pixel drift", "pixel count",
+        "pixel class"}``: shares of the videos in [0, 1].
+    """
+    if video.ndim != 5 or asked.shape != video.shape[:1]:
+        raise ValueError(f"need video (B, T, C, H, W) and asked (B,), got shapes {tuple(video.shape)} and "
+                         f"{tuple(asked.shape)}")
+    with torch.no_grad():
+        pred = torch.cat([clf(video[i : i + batch_size]) for i in range(0, len(video), batch_size)]).argmax(1)
+    drawn = (metrics.foreground_area(video) > 0).all(1)  # no empty frame
+    counted = metrics.object_count(video).median(dim=1).values  # objects per frame, their median
+    pixel_count = counted == asked // 2 + 1
+    pixel_drift = (metrics.horizontal_drift(video) > 0) == (asked % 2 == 1)
+    share = lambda b: b.float().mean().item()  # noqa: E731
+    return {"accuracy": share(pred == asked), "acc, no blank": share((pred == asked) & drawn),
+            "count acc": share(pred // 2 == asked // 2), "drift acc": share(pred % 2 == asked % 2),
+            "pixel drift": share(pixel_drift), "pixel count": share(pixel_count),
+            "pixel class": share(pixel_count & pixel_drift)}

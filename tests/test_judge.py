@@ -1,5 +1,6 @@
 """The judge: a small video classifier trained on real videos."""
 
+import pytest
 import torch
 
 from minivgpt.judge import VideoClassifier, train_classifier
@@ -24,3 +25,31 @@ def test_classifier_learns_motion_direction():
     clf = train_classifier(videos[:48], labels[:48], 2, steps=150, batch_size=16, lr=3e-3)
     assert not any(p.requires_grad for p in clf.parameters())
     assert (clf(videos[48:]).argmax(1) == labels[48:]).float().mean() > 0.9
+
+
+def _balls_video(balls: int, right: bool, frames: int = 4) -> torch.Tensor:
+    """(T, 3, 16, 16): ``balls`` 2x2 squares on black, all moving one pixel a frame right (or left)."""
+    v = torch.full((frames, 3, 16, 16), -1.0)
+    for t in range(frames):
+        for b in range(balls):
+            col = 6 + (t if right else -t)
+            v[t, :, 1 + 5 * b : 3 + 5 * b, col : col + 2] = 1.0
+    return v
+
+
+def test_class_scores_reads_count_and_drift_from_the_pixels():
+    """Four videos asked for labels 2 (balls - 1) + right; the stub classifier answers fixed labels, so every
+    share is known by hand."""
+    from minivgpt.judge import class_scores
+
+    videos = torch.stack([_balls_video(1, True), _balls_video(2, False), _balls_video(3, True), _balls_video(2, True)])
+    videos[3, 2] = -1.0  # a blank frame: the median count survives it, "acc, no blank" does not
+    asked = torch.tensor([1, 2, 3, 3])  # as drawn: 1 ball right, 2 left; then 2 right asked of 3 balls; as drawn
+    answers = torch.tensor([1, 3, 3, 3])  # the classifier: right, drift wrong, right (pixels: no), right (blank)
+    clf = lambda v: torch.nn.functional.one_hot(answers[: len(v)], 6).float()  # noqa: E731
+    s = class_scores(clf, videos, asked)
+    assert s["accuracy"] == 0.75 and s["acc, no blank"] == 0.5
+    assert s["count acc"] == 1.0 and s["drift acc"] == 0.75
+    assert s["pixel count"] == 0.75 and s["pixel drift"] == 1.0 and s["pixel class"] == 0.75
+    with pytest.raises(ValueError, match="asked"):
+        class_scores(clf, videos, asked[:3])
