@@ -678,7 +678,9 @@ class MovingMNISTDigits(Dataset):
 
     Sample: ``video`` (num_frames, 1, S, S) in [-1, 1]; ``label`` the class of the first digit (-1 without
     label files); ``caption`` e.g. ``"digits 3 and 7"`` ("" without labels); ``masks`` (T, S, S) with ``k``
-    where digit k (1-based) is at least half bright (the later digit wins).
+    where digit k (1-based) is at least half bright (the later digit wins); ``corners`` (digits, T, 2)
+    int64, each digit's top-left corner (y, x) on the 64-pixel canvas per frame, and ``digits`` (digits,)
+    int64, their classes (-1 without labels): where to read each digit (:mod:`minivgpt.legibility`).
     """
 
     def __init__(
@@ -758,9 +760,10 @@ class MovingMNISTDigits(Dataset):
         T, S = self.num_frames, self.canvas
         frames = np.zeros((T, S, S), dtype=np.uint8)
         masks = np.zeros((T, S, S), dtype=np.int64)
-        chosen = []
+        chosen, paths = [], []
         for k in range(self.digits):
             corners = self.trajectory(rng)
+            paths.append(corners)
             digit = self.digit_indices[int(rng.integers(len(self.digit_indices)))]
             chosen.append(digit)
             image = self.images[digit]
@@ -779,7 +782,9 @@ class MovingMNISTDigits(Dataset):
             names = [str(int(self.labels[d])) for d in chosen]
             label = int(self.labels[chosen[0]])
             caption = f"digit {names[0]}" if len(names) == 1 else f"digits {', '.join(names[:-1])} and {names[-1]}"
-        return {"video": video, "label": label, "caption": caption, "masks": mask}
+        digits = [-1] * len(chosen) if self.labels is None else [int(self.labels[d]) for d in chosen]
+        return {"video": video, "label": label, "caption": caption, "masks": mask,
+                "corners": torch.from_numpy(np.stack(paths)), "digits": torch.tensor(digits, dtype=torch.int64)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1007,16 +1012,22 @@ def make_dataset(
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack sample dicts: video (B, T, C, H, W), label (B,) int64, masks (B, T, H, W), caption list[str].
+    """Stack sample dicts: video (B, T, C, H, W), label (B,) int64, masks (B, T, H, W), caption list[str];
+    and, where every sample has them (:class:`MovingMNISTDigits`), corners (B, digits, T, 2) and digits
+    (B, digits).
 
     Usable as ``DataLoader(..., collate_fn=collate)``.
     """
-    return {
+    batch = {
         "video": torch.stack([s["video"] for s in samples]),
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
         "caption": [s["caption"] for s in samples],
         "masks": torch.stack([s["masks"] for s in samples]),
     }
+    for key in ("corners", "digits"):
+        if all(key in s for s in samples):
+            batch[key] = torch.stack([s[key] for s in samples])
+    return batch
 
 
 def video_batch(dataset: Dataset, indices) -> dict:

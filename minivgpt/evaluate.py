@@ -20,6 +20,12 @@ for a SimVP run the deterministic ``model``; and the baselines ``copy_last``, ``
 beats copy-last, so a model has learned something only when it is well under it). Every row also holds
 per-frame curves (the score of future frame 1, 2, ...).
 
+**Legibility** (``moving_mnist_digits`` data with its label file, at 64x64): can the digits still be read?
+A digit reader (:mod:`minivgpt.legibility`, trained for about a minute on crops of training sequences)
+reads each digit at its true place in every forecast frame; ``legible`` is the share read as the right
+digit (per row and per frame). ``legibility_truth`` is the same reader on the true frames (the ceiling:
+overlapping digits hide each other), a blank frame scores about 0.1.
+
 Data: the run's own ``data=`` unless given; real data is scored on its validation split
 (``split=val``: digits / sequences / clips never trained on; ``split=all`` for a file that is a test set
 as a whole, e.g. ``moving_mnist:mnist_test_seq.npy`` after training on ``moving_mnist_digits``).
@@ -45,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import checkpoint, metrics
+from . import checkpoint, legibility, metrics
 from .config import AT_LEAST_1, NON_NEGATIVE, check_ranges, dataclass_from_params, parse_cli
 from .data import SPLITS, make_dataset, video_batch
 from .hardware import set_threads
@@ -57,6 +63,7 @@ CONVENTION = (
     "PSNR per frame -10 log10(pixel MSE), averaged"
 )
 HELD_OUT_SEED = 1000  # generated evaluation data is drawn from the run's seed + this
+READER = dict(sequences=512, steps=600)  # the digit reader's training (legibility): about a minute on a CPU
 
 
 # ----------------------------------------------------------------------------------------------------- scores
@@ -221,33 +228,41 @@ def evaluate_run(
     dataset = make_dataset(spec, context + predict, model.image_size, videos, data_seed, split=split, **kw)
     n = min(videos, len(dataset))
     n_samples = samples if model.stochastic else 1
+    reader = _digit_reader(spec, context + predict, model, dataset, progress)
+    keys = (*METRICS, "legible") if reader is not None else METRICS
+    truth_legible = []
     names = ["copy_last", "constant_velocity", "blank"]
     parts: dict[str, list] = {k: [] for k in ["model", "model_mean_of_n", "model_best_of_n", "model_ensemble", *names]}
     first = None
     batches = range(0, n, batch_size)
     bar = tqdm(batches, desc=f"evaluate {model.kind}", unit="batch", disable=not progress)
     for b, start in enumerate(bar):
-        video = video_batch(dataset, range(start, min(start + batch_size, n)))["video"]
+        batch = video_batch(dataset, range(start, min(start + batch_size, n)))
+        video = batch["video"]
         if video.shape[2] != model.channels:
             raise ValueError(f"data={spec!r} has {video.shape[2]} channels, the run was trained on {model.channels}")
         ctx, truth = video[:, :context], video[:, context:]
         preds = torch.stack([model(video, s, b) for s in range(n_samples)])  # (S, B, predict, C, H, W)
-        per = [frame_scores(p, truth) for p in preds]
+        # the digits' true corners in the future frames, and their classes
+        where = (reader, batch["corners"][:, :, context:], batch["digits"]) if reader is not None else None
+        if reader is not None:
+            truth_legible.append(_scores(truth, truth, where)["legible"])
+        per = [_scores(p, truth, where) for p in preds]
         parts["model"].append(per[0])
         if model.stochastic:
-            parts["model_mean_of_n"].append({k: torch.stack([p[k] for p in per]).mean(0) for k in METRICS})
+            parts["model_mean_of_n"].append({k: torch.stack([p[k] for p in per]).mean(0) for k in keys})
             best = torch.stack([p["mse"].mean(1) for p in per]).argmin(0)  # (B,): the sample of lowest MSE
             parts["model_best_of_n"].append(
-                {k: torch.stack([p[k] for p in per])[best, torch.arange(len(best))] for k in METRICS}
+                {k: torch.stack([p[k] for p in per])[best, torch.arange(len(best))] for k in keys}
             )
-            parts["model_ensemble"].append(frame_scores(preds.mean(0), truth))
+            parts["model_ensemble"].append(_scores(preds.mean(0), truth, where))
         baselines = {
             "copy_last": metrics.copy_last(ctx, predict),
             "constant_velocity": metrics.constant_velocity(ctx, predict),
             "blank": torch.full_like(truth, -1.0),
         }
         for name, p in baselines.items():
-            parts[name].append(frame_scores(p, truth))
+            parts[name].append(_scores(p, truth, where))
         if first is None:
             first = {"video": video[0], "samples": preds[:3, 0], **{k: v[0] for k, v in baselines.items()}}
         bar.set_postfix(mse=f"{float(torch.cat([p['mse'] for p in parts['model']]).mean()):.1f}")
@@ -270,18 +285,45 @@ def evaluate_run(
         "convention": CONVENTION,
         "rows": rows,
         "mse_vs_blank": rows["model"]["mse"] / max(rows["blank"]["mse"], 1e-12),
+        **({"legibility_truth": summarize({"legible": torch.cat(truth_legible)})} if truth_legible else {}),
         "wall_s": round(time.perf_counter() - t0, 1),
         "files": {"json": str(stem.with_suffix(".json"))},
     }
     if pictures and first is not None:
-        report["files"]["png"], report["files"]["curves"] = _pictures(stem, first, rows, context)
+        ceiling = report["legibility_truth"]["per_frame"]["legible"] if truth_legible else None
+        report["files"]["png"], report["files"]["curves"] = _pictures(stem, first, rows, context, ceiling)
     checkpoint.atomic_write(stem.with_suffix(".json"), json.dumps(report, indent=2))
     return report
 
 
-def _pictures(stem: Path, first: dict, rows: dict, context: int) -> tuple[str, str]:
+def _scores(pred: torch.Tensor, truth: torch.Tensor, where: tuple | None) -> dict[str, torch.Tensor]:
+    """:func:`frame_scores`, plus ``legible`` (:func:`minivgpt.legibility.legibility`) given ``where`` =
+    (reader, corners, digits)."""
+    out = frame_scores(pred, truth)
+    if where is not None:
+        out["legible"] = legibility.legibility(where[0], pred, where[1], where[2])
+    return out
+
+
+def _digit_reader(spec: str, frames: int, model: Forecaster, dataset, progress: bool):
+    """A :class:`minivgpt.legibility.DigitReader` trained on the training split of ``spec`` when the
+    evaluation data are Moving MNIST digits with labels at their canvas size; else None."""
+    from .data import MovingMNISTDigits
+
+    if not (isinstance(dataset, MovingMNISTDigits) and dataset.labels is not None
+            and dataset.image_size == dataset.canvas):
+        return None
+    train_set = make_dataset(spec, frames, model.image_size, READER["sequences"], model.seed, split="train")
+    if progress:
+        print(f"legibility: training the digit reader on {READER['sequences']} training sequences")
+    return legibility.train_digit_reader(train_set, READER["sequences"], READER["steps"], seed=model.seed)
+
+
+def _pictures(
+    stem: Path, first: dict, rows: dict, context: int, truth_legible: list[float] | None = None
+) -> tuple[str, str]:
     """``stem.png``: truth / model samples / baselines for the first sequence; ``stem_curves.png``: per-frame
-    MSE and SSIM of every row."""
+    MSE and SSIM of every row (and the digits read right, with the true frames' as a dashed line)."""
     import io
 
     import matplotlib
@@ -306,15 +348,19 @@ def _pictures(stem: Path, first: dict, rows: dict, context: int) -> tuple[str, s
     checkpoint.atomic_write(png, buf.getvalue())
     plt.close(ax.figure)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    keys = ("mse", "ssim", "legible") if "legible" in rows["model"]["per_frame"] else ("mse", "ssim")
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.4))
     for name, row in rows.items():
-        for a, key in zip(axes, ("mse", "ssim")):
+        for a, key in zip(axes, keys):
             curve = row["per_frame"][key]
             a.plot(range(1, len(curve) + 1), curve, marker="o", ms=3, label=name)
-    for a, key in zip(axes, ("MSE per frame (sum over pixels, [0, 1])", "SSIM per frame")):
+    titles = ("MSE per frame (sum over pixels, [0, 1])", "SSIM per frame", "digits read right per frame")
+    for a, title in zip(axes, titles):
         a.set_xlabel("future frame")
-        a.set_title(key, fontsize=10)
-    axes[1].legend(fontsize=7)
+        a.set_title(title, fontsize=10)
+    if truth_legible is not None:
+        axes[2].plot(range(1, len(truth_legible) + 1), truth_legible, "k--", label="true frames (ceiling)")
+    axes[-1].legend(fontsize=7)
     curves = stem.with_name(stem.name + "_curves.png")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -329,11 +375,17 @@ def format_table(report: dict) -> str:
         f"{report['kind']} run {report['run']} (step {report['train_step']}) on {report['data']} "
         f"[{report['split']}], {report['videos']} sequences, {report['context']} -> {report['predict']} frames, "
         f"{report['samples']} sample(s); {report['wall_s']} s",
-        f"{'':20s}" + "".join(f"{k.upper():>10s}" for k in METRICS),
+        f"{'':20s}" + "".join(f"{k.upper():>10s}" for k in METRICS)
+        + ("  LEGIBLE" if "legibility_truth" in report else ""),
     ]
     for name, row in report["rows"].items():
-        lines.append(f"{name:20s}" + "".join(f"{row[k]:10.4f}" if k == "ssim" else f"{row[k]:10.2f}" for k in METRICS))
+        line = "".join(f"{row[k]:10.4f}" if k == "ssim" else f"{row[k]:10.2f}" for k in METRICS)
+        lines.append(f"{name:20s}" + line + (f"{row['legible']:9.3f}" if "legible" in row else ""))
     lines.append(f"model MSE / blank MSE = {report['mse_vs_blank']:.3f}")
+    if "legibility_truth" in report:
+        lines.append(f"digits read right (legibility): the model {report['rows']['model']['legible']:.3f}, the true "
+                     f"frames {report['legibility_truth']['legible']:.3f} (the reader's ceiling), a blank frame "
+                     f"{report['rows']['blank']['legible']:.3f}")
     return "\n".join(lines)
 
 

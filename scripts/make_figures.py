@@ -5,7 +5,8 @@
 mask.png and sequence.png need nothing; training_curve.png and rollout.png need `make demo` (runs/demo);
 horizon.png needs `make pretrain` (runs/pretrain); horizon_demo_x4.png needs the one-ball run at 4x the steps
 (runs/demo_x4, DEMO_X4 below);
-bench.png needs `make bench` (runs/bench.json). Missing inputs are reported, not invented.
+bench.png needs `make bench` (runs/bench.json); recipe.png and mnist_legibility.png read committed results
+(docs/results). Missing inputs are reported, not invented.
 """
 
 from __future__ import annotations
@@ -110,6 +111,42 @@ def recipe_figure() -> Path | None:
     return _save(fig, "recipe.png")
 
 
+# Moving MNIST readings whose legibility the figure draws: committed evaluate JSONs (docs/results) and labels
+MNIST_LEGIBLE = {
+    "mnist_cpu_simvp_eval.json": "SimVP-style baseline",
+    "mnist_cpu_videogpt_latent_k2_t0_eval.json": "VideoGPT (latents, 4-frame videos): forecast from the origin",
+    "mnist_cpu_videogpt_latent_k2_mean_eval.json": "the same network: mean forecast",
+    "mnist_cpu_videogpt_latent_k2_eval.json": "the same network: one sample",
+}
+
+
+def mnist_legibility_figure() -> Path | None:
+    """Digits read right per forecast frame on held-out Moving MNIST (`python -m minivgpt.evaluate` on the
+    CPU-scale runs, committed as docs/results/mnist_cpu_*_eval.json): the models, the baselines and the true
+    frames (the reader's ceiling)."""
+    results = ROOT / "docs" / "results"
+    reports = {label: json.loads((results / name).read_text()) for name, label in MNIST_LEGIBLE.items()
+               if (results / name).exists()}
+    reports = {label: r for label, r in reports.items() if "legibility_truth" in r}
+    if not reports:
+        print("skip mnist_legibility.png: no docs/results/mnist_cpu_*_eval.json with legibility "
+              "(run `python -m minivgpt.evaluate RUN` on a moving_mnist_digits run with labels)")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    first = next(iter(reports.values()))
+    frames = range(1, len(first["rows"]["model"]["per_frame"]["legible"]) + 1)
+    for label, r in reports.items():
+        ax.plot(frames, r["rows"]["model"]["per_frame"]["legible"], marker="o", ms=3, label=label)
+    for name, style in (("constant_velocity", "s--"), ("copy_last", "^--"), ("blank", ":")):
+        ax.plot(frames, first["rows"][name]["per_frame"]["legible"], style, ms=3, color="grey",
+                label=name.replace("_", " "))
+    ax.plot(frames, first["legibility_truth"]["per_frame"]["legible"], "k--", label="true frames (ceiling)")
+    ax.set(xlabel="future frame (10 given)", ylabel="digits read right", ylim=(0, 1),
+           title=f"Moving MNIST, {first['videos']} held-out sequences: can the forecast digits be read?")
+    ax.legend(fontsize=7, loc="center right")
+    return _save(fig, "mnist_legibility.png")
+
+
 def bench_figure() -> Path | None:
     path = ROOT / "runs" / "bench.json"
     if not _have(path, "bench.png", "make bench"):
@@ -157,7 +194,7 @@ def _save(fig, name: str) -> Path:
 
 def main() -> int:
     figures = (mask_figure, sequence_figure, curve_figure, rollout_figure, horizon_figure, horizon_demo_x4_figure,
-               recipe_figure, bench_figure)
+               recipe_figure, mnist_legibility_figure, bench_figure)
     written = [p for p in (make() for make in figures) if p]
     for p in written:
         print("wrote", p.relative_to(ROOT))

@@ -1,0 +1,106 @@
+"""Are the forecast digits recognisable? A digit reader reads each digit where it truly is.
+
+On Moving MNIST, squared error rewards a grey blur where the digits might be, and SSIM rewards a blank
+frame; neither says whether a reader could still tell which digits a forecast shows. This module makes
+that a number. A small CNN (:class:`DigitReader`) is trained on 28x28 crops of *training* sequences, cut
+at each digit's true top-left corner (so the other digit's strokes that overlap a crop are part of what it
+learns to ignore). A forecast frame is then cropped at the true corners of that frame and read:
+:func:`legibility` is the share of digits read as their true class, per frame. The truth's own legibility
+is the ceiling (digits that overlap can hide each other), a blank frame's is near chance (0.1).
+
+Used by :func:`minivgpt.evaluate.evaluate_run` on ``moving_mnist_digits`` data with label files.
+
+Derived in notebooks/05 (§ evaluation by the standard protocol).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import optim
+from .data import MovingMNISTDigits, video_batch
+
+
+class DigitReader(nn.Module):
+    """A small CNN for 28x28 digit crops ``(B, 1, 28, 28)`` in [-1, 1] -> logits ``(B, 10)``."""
+
+    def __init__(self, side: int = 28, classes: int = 10, width: int = 32):
+        super().__init__()
+        self.side = side
+        self.net = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),  # 14x14
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),  # 7x7
+            nn.Flatten(), nn.Linear(2 * width * (side // 4) ** 2, 128), nn.GELU(), nn.Linear(128, classes),
+        )
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.net(crops)
+
+
+def crop_digits(frames: torch.Tensor, corners: torch.Tensor, side: int = 28) -> torch.Tensor:
+    """Cut every digit out of every frame at its corner.
+
+    Args:
+        frames: ``(B, T, 1, S, S)``; corners: ``(B, D, T, 2)`` int64 top-left (y, x) with
+            ``0 <= y, x <= S - side``.
+    Returns:
+        ``(B, D, T, 1, side, side)``.
+    """
+    B, T, C, S, _ = frames.shape
+    if corners.ndim != 4 or corners.shape[0] != B or corners.shape[2] != T or corners.shape[3] != 2:
+        raise ValueError(f"corners must be (B, D, T, 2) for frames {tuple(frames.shape)}, got {tuple(corners.shape)}")
+    if int(corners.min()) < 0 or int(corners.max()) > S - side:
+        raise ValueError(f"corners must lie in [0, {S - side}] for {S}x{S} frames and {side}-pixel digits")
+    ar = torch.arange(side, device=frames.device)
+    rows = (corners[..., 0, None] + ar)[..., :, None]  # (B, D, T, side, 1)
+    cols = (corners[..., 1, None] + ar)[..., None, :]  # (B, D, T, 1, side)
+    b = torch.arange(B, device=frames.device)[:, None, None, None, None]
+    t = torch.arange(T, device=frames.device)[None, None, :, None, None]
+    return frames[:, :, 0][b, t, rows, cols].unsqueeze(-3)  # (B, D, T, 1, side, side)
+
+
+def train_digit_reader(
+    dataset: MovingMNISTDigits, sequences: int = 512, steps: int = 600, batch_size: int = 128, lr: float = 2e-3,
+    seed: int = 0,
+) -> DigitReader:
+    """Train :class:`DigitReader` on crops of the first ``sequences`` sequences of ``dataset`` (its training
+    split: digits the evaluated sequences never show), every digit in every frame. Returns it frozen, in
+    eval mode. About a minute on one CPU thread with the defaults."""
+    if dataset.labels is None:
+        raise ValueError(f"{dataset.root}: reading digits needs the MNIST label file (IDX magic 0x00000801)")
+    if dataset.canvas != dataset.image_size:
+        raise ValueError(f"reading digits needs image_size={dataset.canvas} (the canvas), got {dataset.image_size}")
+    batch = video_batch(dataset, range(min(sequences, len(dataset))))
+    crops = crop_digits(batch["video"], batch["corners"]).flatten(0, 2)  # (N, 1, 28, 28)
+    labels = batch["digits"][:, :, None].expand(-1, -1, batch["video"].shape[1]).flatten()  # (N,)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    reader = DigitReader()
+    opt = optim.make_optimizer(reader, lr, weight_decay=1e-4, betas=(0.9, 0.999))
+    for step in range(steps):
+        idx = torch.randint(len(crops), (batch_size,), generator=g)
+        optim.set_lr(opt, optim.lr_at(step, lr, steps))
+        loss = F.cross_entropy(reader(crops[idx]), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return reader.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def legibility(reader: DigitReader, frames: torch.Tensor, corners: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
+    """Share of the digits read as their true class, per frame.
+
+    Args:
+        frames: ``(B, T, 1, S, S)`` in [-1, 1] (a forecast or the truth); corners: ``(B, D, T, 2)`` the
+            true corners of those frames; digits: ``(B, D)`` their classes.
+    Returns:
+        ``(B, T)`` float in [0, 1].
+    """
+    if digits.shape != corners.shape[:2]:
+        raise ValueError(f"digits must be (B, D) like corners {tuple(corners.shape)}, got {tuple(digits.shape)}")
+    crops = crop_digits(frames.clamp(-1, 1), corners)  # (B, D, T, 1, 28, 28)
+    read = reader(crops.flatten(0, 2)).argmax(1).view(crops.shape[:3])  # (B, D, T)
+    return (read == digits[:, :, None]).float().mean(1)
