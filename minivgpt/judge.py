@@ -11,6 +11,8 @@ therefore also read from the pixels (:func:`minivgpt.metrics.horizontal_drift`) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -65,18 +67,31 @@ def train_classifier(
     AdamW (:func:`minivgpt.optim.make_optimizer`, weight decay 1e-4 on matrices), cosine decay to zero
     (:func:`minivgpt.optim.lr_at`). Returns the classifier in eval mode, frozen.
     """
+    return fit_classifier(lambda: VideoClassifier(videos.shape[2], num_classes), videos, labels, steps, batch_size,
+                          lr, seed)
+
+
+def fit_classifier(
+    make: Callable[[], nn.Module], inputs: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int,
+    lr: float, seed: int = 0,
+) -> nn.Module:
+    """Build a classifier with ``make()`` (after seeding torch with ``seed``) and train it on ``inputs (M, ...)``,
+    ``labels (M,)`` with cross-entropy: random minibatches of ``batch_size``, AdamW
+    (:func:`minivgpt.optim.make_optimizer`, weight decay 1e-4 on matrices), cosine decay to zero
+    (:func:`minivgpt.optim.lr_at`). Returns it in eval mode, frozen. The judge's classifier and the digit reader
+    of :mod:`minivgpt.legibility` are both trained here."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    clf = VideoClassifier(videos.shape[2], num_classes)
-    opt = optim.make_optimizer(clf, lr, weight_decay=1e-4, betas=(0.9, 0.999))
+    net = make()
+    opt = optim.make_optimizer(net, lr, weight_decay=1e-4, betas=(0.9, 0.999))
     for step in range(steps):
-        idx = torch.randint(len(videos), (batch_size,), generator=g)
+        idx = torch.randint(len(inputs), (batch_size,), generator=g)
         optim.set_lr(opt, optim.lr_at(step, lr, steps))
-        loss = F.cross_entropy(clf(videos[idx]), labels[idx])
+        loss = F.cross_entropy(net(inputs[idx]), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return clf.eval().requires_grad_(False)
+    return net.eval().requires_grad_(False)
 
 
 def class_scores(clf: nn.Module, video: torch.Tensor, asked: torch.Tensor, batch_size: int = 64) -> dict[str, float]:

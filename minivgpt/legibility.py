@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from . import optim
 from .data import MovingMNISTDigits, video_batch
+from .judge import fit_classifier
 
 
 class DigitReader(nn.Module):
@@ -75,18 +74,7 @@ def train_digit_reader(
     batch = video_batch(dataset, range(min(sequences, len(dataset))))
     crops = crop_digits(batch["video"], batch["corners"]).flatten(0, 2)  # (N, 1, 28, 28)
     labels = batch["digits"][:, :, None].expand(-1, -1, batch["video"].shape[1]).flatten()  # (N,)
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    reader = DigitReader()
-    opt = optim.make_optimizer(reader, lr, weight_decay=1e-4, betas=(0.9, 0.999))
-    for step in range(steps):
-        idx = torch.randint(len(crops), (batch_size,), generator=g)
-        optim.set_lr(opt, optim.lr_at(step, lr, steps))
-        loss = F.cross_entropy(reader(crops[idx]), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return reader.eval().requires_grad_(False)
+    return fit_classifier(DigitReader, crops, labels, steps, batch_size, lr, seed)
 
 
 @torch.no_grad()
