@@ -27,13 +27,11 @@ and tensors, written atomically, and load with ``torch.load(weights_only=True)``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,7 +40,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from . import optim
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, cache_folder
 from .metrics import psnr_from_mse
 
 __all__ = [
@@ -550,8 +548,7 @@ def cached_autoencoder(
     dataset that ``make_dataset()`` builds (only then) and written atomically, with ``key.json`` beside it.
     """
     record = {"key": key, "settings": AUTO_SETTINGS, "format": CHECKPOINT_FORMAT}
-    text = json.dumps(record, sort_keys=True, default=str)
-    folder = Path(root).resolve() / hashlib.sha256(text.encode()).hexdigest()[:12]
+    folder = cache_folder(record, root)
     path = folder / "autoencoder.pt"
     if not path.exists():
         settings = dict(AUTO_SETTINGS)

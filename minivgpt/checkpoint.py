@@ -13,6 +13,7 @@ Derived in notebooks/08 (§ resume after a kill).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -81,6 +82,18 @@ def atomic_write(
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def cache_folder(record: dict[str, Any], root: str | os.PathLike) -> Path:
+    """Where a result that ``record`` fully describes is cached: ``root/<12 hex digits>`` (absolute).
+
+    The digits are the SHA-256 of ``record`` as sorted JSON, so equal records share a folder from any
+    working directory and a change in any value gets a new one. Used by the cached frame autoencoder
+    (:func:`minivgpt.autoencoder.cached_autoencoder`) and digit reader
+    (:func:`minivgpt.legibility.cached_digit_reader`).
+    """
+    text = json.dumps(record, sort_keys=True, default=str)
+    return Path(root).resolve() / hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:

@@ -21,10 +21,12 @@ beats copy-last, so a model has learned something only when it is well under it)
 per-frame curves (the score of future frame 1, 2, ...).
 
 **Legibility** (``moving_mnist_digits`` data with its label file, at 64x64): can the digits still be read?
-A digit reader (:mod:`minivgpt.legibility`, trained for about a minute on crops of training sequences)
-reads each digit at its true place in every forecast frame; ``legible`` is the share read as the right
-digit (per row and per frame). ``legibility_truth`` is the same reader on the true frames (the ceiling:
-overlapping digits hide each other), a blank frame scores about 0.1.
+A digit reader (:mod:`minivgpt.legibility`, trained for about a minute on crops of training sequences
+the first time, then read from its cache ``runs/digit_reader/<hash>``, named in the report as
+``digit_reader``) reads each digit at its true place in every forecast frame; ``legible`` is the share read
+as the right digit (per row and per frame). ``legibility_truth`` is the same reader on the true frames (the
+ceiling: overlapping digits hide each other), a blank frame scores about 0.1. On other data the report says
+why the digits were not read (``legibility_absent``).
 
 Data: the run's own ``data=`` unless given; real data is scored on its validation split
 (``split=val``: digits / sequences / clips never trained on; ``split=all`` for a file that is a test set
@@ -63,7 +65,8 @@ CONVENTION = (
     "PSNR per frame -10 log10(pixel MSE), averaged"
 )
 HELD_OUT_SEED = 1000  # generated evaluation data is drawn from the run's seed + this
-READER = dict(sequences=512, steps=600)  # the digit reader's training (legibility): about a minute on a CPU
+# the digit reader's training (legibility): about a minute on a CPU, once; then read from root/<hash>/reader.pt
+READER = dict(sequences=512, steps=600, root="runs/digit_reader")
 
 
 # ----------------------------------------------------------------------------------------------------- scores
@@ -228,7 +231,7 @@ def evaluate_run(
     dataset = make_dataset(spec, context + predict, model.image_size, videos, data_seed, split=split, **kw)
     n = min(videos, len(dataset))
     n_samples = samples if model.stochastic else 1
-    reader = _digit_reader(spec, context + predict, model, dataset, progress)
+    reader, reader_path, no_reading = _digit_reader(spec, context + predict, model, dataset, progress)
     keys = (*METRICS, "legible") if reader is not None else METRICS
     truth_legible = []
     names = ["copy_last", "constant_velocity", "blank"]
@@ -286,6 +289,7 @@ def evaluate_run(
         "rows": rows,
         "mse_vs_blank": rows["model"]["mse"] / max(rows["blank"]["mse"], 1e-12),
         **({"legibility_truth": summarize({"legible": torch.cat(truth_legible)})} if truth_legible else {}),
+        **({"digit_reader": str(reader_path)} if reader is not None else {"legibility_absent": no_reading}),
         "wall_s": round(time.perf_counter() - t0, 1),
         "files": {"json": str(stem.with_suffix(".json"))},
     }
@@ -306,17 +310,25 @@ def _scores(pred: torch.Tensor, truth: torch.Tensor, where: tuple | None) -> dic
 
 
 def _digit_reader(spec: str, frames: int, model: Forecaster, dataset, progress: bool):
-    """A :class:`minivgpt.legibility.DigitReader` trained on the training split of ``spec`` when the
-    evaluation data are Moving MNIST digits with labels at their canvas size; else None."""
+    """``(reader, path, None)``: the cached :class:`minivgpt.legibility.DigitReader` of the training split of
+    ``spec`` when the evaluation data are Moving MNIST digits with labels at their canvas size; else
+    ``(None, None, why not)``."""
     from .data import MovingMNISTDigits
 
-    if not (isinstance(dataset, MovingMNISTDigits) and dataset.labels is not None
-            and dataset.image_size == dataset.canvas):
-        return None
+    if not isinstance(dataset, MovingMNISTDigits):
+        return None, None, (f"data={spec!r} is not moving_mnist_digits:DIR, the one dataset whose digits' "
+                            "classes and places are known")
+    if dataset.labels is None:
+        return None, None, (f"{dataset.root} has no label file (IDX magic 0x00000801): the digits' classes "
+                            "are unknown")
+    if dataset.image_size != dataset.canvas:
+        return None, None, (f"the run works at {dataset.image_size}x{dataset.image_size}; the digit reader "
+                            f"reads digits on the {dataset.canvas}x{dataset.canvas} canvas")
     train_set = make_dataset(spec, frames, model.image_size, READER["sequences"], model.seed, split="train")
-    if progress:
-        print(f"legibility: training the digit reader on {READER['sequences']} training sequences")
-    return legibility.train_digit_reader(train_set, READER["sequences"], READER["steps"], seed=model.seed)
+    reader, path = legibility.cached_digit_reader(
+        train_set, READER["sequences"], READER["steps"], seed=model.seed, root=READER["root"], progress=progress
+    )
+    return reader, path, None
 
 
 def _pictures(
@@ -386,6 +398,8 @@ def format_table(report: dict) -> str:
         lines.append(f"digits read right (legibility): the model {report['rows']['model']['legible']:.3f}, the true "
                      f"frames {report['legibility_truth']['legible']:.3f} (the reader's ceiling), a blank frame "
                      f"{report['rows']['blank']['legible']:.3f}")
+    elif report.get("legibility_absent"):
+        lines.append(f"digits not read (no legibility): {report['legibility_absent']}")
     return "\n".join(lines)
 
 

@@ -124,3 +124,29 @@ def class_scores(clf: nn.Module, video: torch.Tensor, asked: torch.Tensor, batch
             "count acc": share(pred // 2 == asked // 2), "drift acc": share(pred % 2 == asked % 2),
             "pixel drift": share(pixel_drift), "pixel count": share(pixel_count),
             "pixel class": share(pixel_count & pixel_drift)}
+
+
+def count_readings(video: torch.Tensor, balls: torch.Tensor, frames_per_clip: int) -> dict:
+    """Where the balls go: :func:`minivgpt.metrics.object_count` per frame against the right count.
+
+    Args:
+        video: ``(B, T, C, H, W)`` in [-1, 1]; balls: ``(B,)`` the count each video should show (the asked
+            one for generated videos, the true one for real videos); frames_per_clip: F, so that frame F + 1,
+            the first frame drawn after the first clip, is read too.
+    Returns:
+        ``{"objects, frame 1", "objects, last"}`` (mean objects per video), ``{"right, frame 1",
+        "right, frame F+1", "right, last"}`` (shares of the videos showing the right count there) and
+        ``"per frame"``, the mean objects in each frame ``(T,)``.
+    """
+    if video.ndim != 5 or balls.shape != video.shape[:1]:
+        raise ValueError(f"need video (B, T, C, H, W) and balls (B,), got shapes {tuple(video.shape)} and "
+                         f"{tuple(balls.shape)}")
+    if not 1 <= frames_per_clip < video.shape[1]:
+        raise ValueError(f"frames_per_clip={frames_per_clip} must be in [1, {video.shape[1] - 1}] for "
+                         f"{video.shape[1]}-frame videos")
+    n = metrics.object_count(video)  # (B, T): objects of at least 4 pixels per frame
+    share = lambda b: b.float().mean().item()  # noqa: E731
+    return {"objects, frame 1": n[:, 0].float().mean().item(), "objects, last": n[:, -1].float().mean().item(),
+            "right, frame 1": share(n[:, 0] == balls), f"right, frame {frames_per_clip + 1}":
+            share(n[:, frames_per_clip] == balls), "right, last": share(n[:, -1] == balls),
+            "per frame": n.float().mean(0)}

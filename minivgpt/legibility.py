@@ -15,11 +15,20 @@ Derived in notebooks/05 (§ evaluation by the standard protocol).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
+from .checkpoint import atomic_write, cache_folder
 from .data import MovingMNISTDigits, video_batch
 from .judge import fit_classifier
+
+READER_FORMAT = 1  # the layout of a saved reader; bumped when it changes, so old caches are not read
 
 
 class DigitReader(nn.Module):
@@ -28,6 +37,7 @@ class DigitReader(nn.Module):
     def __init__(self, side: int = 28, classes: int = 10, width: int = 32):
         super().__init__()
         self.side = side
+        self.kwargs = dict(side=side, classes=classes, width=width)  # what a saved reader is rebuilt from
         self.net = nn.Sequential(
             nn.Conv2d(1, width, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),  # 14x14
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),  # 7x7
@@ -75,6 +85,46 @@ def train_digit_reader(
     crops = crop_digits(batch["video"], batch["corners"]).flatten(0, 2)  # (N, 1, 28, 28)
     labels = batch["digits"][:, :, None].expand(-1, -1, batch["video"].shape[1]).flatten()  # (N,)
     return fit_classifier(DigitReader, crops, labels, steps, batch_size, lr, seed)
+
+
+def cached_digit_reader(
+    dataset: MovingMNISTDigits, sequences: int = 512, steps: int = 600, seed: int = 0,
+    root: str | os.PathLike = "runs/digit_reader", progress: bool = True,
+) -> tuple[DigitReader, Path]:
+    """:func:`train_digit_reader` once per training set, then read from disk: ``(reader, path)``.
+
+    The cache key holds everything the reader depends on: a SHA-256 of the digits and labels of
+    ``dataset``'s split, the generator's settings (frames, digits, step length, canvas, seed) and the
+    training settings, so ``root/<12 hex digits>/reader.pt`` (with ``key.json`` beside it) is reused only
+    for the same reader, and new digit files or settings get a new one. Written atomically.
+    """
+    if dataset.labels is None:
+        raise ValueError(f"{dataset.root}: reading digits needs the MNIST label file (IDX magic 0x00000801)")
+    idx = dataset.digit_indices
+    digest = hashlib.sha256(dataset.images[idx].tobytes() + dataset.labels[idx].tobytes()).hexdigest()
+    key = {
+        "digits_sha256": digest, "split": dataset.split, "frames": dataset.num_frames, "digits": dataset.digits,
+        "step_length": dataset.step_length, "canvas": dataset.canvas, "image_size": dataset.image_size,
+        "data_seed": dataset.seed, "sequences": sequences, "steps": steps, "seed": seed, "format": READER_FORMAT,
+    }
+    folder = cache_folder(key, root)
+    path = folder / "reader.pt"
+    if path.exists():
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            reader = DigitReader(**payload["kwargs"])
+            reader.load_state_dict(payload["state_dict"])
+            return reader.eval().requires_grad_(False), path
+        except Exception as e:  # a cache, not a result: a damaged file is retrained and replaced, with a warning
+            warnings.warn(f"{path}: unreadable cached digit reader ({type(e).__name__}: {e}); training it again",
+                          stacklevel=2)
+    if progress:
+        print(f"legibility: training the digit reader on {sequences} training sequences (cached in {folder})")
+    reader = train_digit_reader(dataset, sequences, steps, seed=seed)
+    payload = {"format": READER_FORMAT, "kwargs": reader.kwargs, "state_dict": reader.state_dict()}
+    atomic_write(path, lambda f: torch.save(payload, f))
+    atomic_write(folder / "key.json", json.dumps(key, indent=2, sort_keys=True))
+    return reader, path
 
 
 @torch.no_grad()

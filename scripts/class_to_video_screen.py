@@ -26,7 +26,7 @@ import time
 import torch
 import torch.nn as nn
 
-from minivgpt import captions, generation, judge, metrics, optim
+from minivgpt import captions, generation, judge, optim
 from minivgpt.data import BouncingBalls, video_batch
 from minivgpt.diffusion import RectifiedFlow, add_noise
 from minivgpt.rollout import rollout
@@ -82,14 +82,11 @@ def scores(clf: nn.Module, video: torch.Tensor, asked: torch.Tensor, F: int) -> 
     consecutive frames differ across a clip boundary over how much within a clip (mean squared change; about
     1 for real videos, above 1 where each clip is drawn apart from the one before)."""
     read = judge.class_scores(clf, video, asked)
-    n = metrics.object_count(video)  # (B, T)
+    n = judge.count_readings(video, asked // 2 + 1, F)  # label = 2 (balls - 1) + drifting_right
     change = (video[:, 1:] - video[:, :-1]).pow(2).mean((0, 2, 3, 4))  # (T - 1,): frame t -> t + 1
     across = torch.arange(1, video.shape[1]) % F == 0  # the step from a clip's last frame to the next clip
-    balls = asked // 2 + 1  # label = 2 (balls - 1) + drifting_right
     return {**{k: read[k] for k in ("accuracy", "pixel count", "pixel drift", "pixel class")},
-            "right, frame 1": (n[:, 0] == balls).float().mean().item(),
-            "right, last": (n[:, -1] == balls).float().mean().item(),
-            "objects, frame 1": n[:, 0].float().mean().item(), "objects, last": n[:, -1].float().mean().item(),
+            **{k: n[k] for k in ("right, frame 1", "right, last", "objects, frame 1", "objects, last")},
             "jump": (change[across].mean() / change[~across].mean()).item()}
 
 

@@ -53,3 +53,22 @@ def test_class_scores_reads_count_and_drift_from_the_pixels():
     assert s["pixel count"] == 0.75 and s["pixel drift"] == 1.0 and s["pixel class"] == 0.75
     with pytest.raises(ValueError, match="asked"):
         class_scores(clf, videos, asked[:3])
+
+
+def test_count_readings_by_hand():
+    """Three 4-frame videos of 2x2 squares (clips of 2 frames): one keeps its 2 balls, one loses one of 3 in
+    frame 3, one has a blank first frame; every share is counted by hand."""
+    from minivgpt.judge import count_readings
+
+    videos = torch.stack([_balls_video(2, True), _balls_video(3, True), _balls_video(1, False)])
+    videos[1, 2:, :, 11:13] = -1.0  # the third ball gone from frame 3 on
+    videos[2, 0] = -1.0  # nothing in frame 1
+    r = count_readings(videos, torch.tensor([2, 3, 1]), frames_per_clip=2)
+    assert r["objects, frame 1"] == pytest.approx(5 / 3) and r["objects, last"] == pytest.approx(5 / 3)
+    assert r["right, frame 1"] == pytest.approx(2 / 3)  # the blank one is wrong
+    assert r["right, frame 3"] == pytest.approx(2 / 3) and r["right, last"] == pytest.approx(2 / 3)  # the lost ball
+    assert r["per frame"].tolist() == pytest.approx([5 / 3, 2.0, 5 / 3, 5 / 3])
+    with pytest.raises(ValueError, match="balls"):
+        count_readings(videos, torch.tensor([2, 3]), 2)
+    with pytest.raises(ValueError, match="frames_per_clip=4"):
+        count_readings(videos, torch.tensor([2, 3, 1]), 4)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from minivgpt import evaluate, legibility
-from minivgpt.data import MovingMNISTDigits, video_batch
+from minivgpt.data import BouncingBalls, MovingMNISTDigits, video_batch
 from minivgpt.simvp import train_simvp
 
 
@@ -74,12 +75,24 @@ def test_evaluate_reports_legibility_on_labelled_digits(tmp_path, monkeypatch):
     train_simvp(params)
     monkeypatch.setitem(evaluate.READER, "steps", 150)
     monkeypatch.setitem(evaluate.READER, "sequences", 64)
+    monkeypatch.setitem(evaluate.READER, "root", str(tmp_path / "readers"))
     report = evaluate.evaluate_run(tmp_path / "run", context=2, predict=2, videos=4, progress=False,
                                    out=tmp_path / "e")
     rows = report["rows"]
     assert all(len(row["per_frame"]["legible"]) == 2 and 0 <= row["legible"] <= 1 for row in rows.values())
     assert report["legibility_truth"]["legible"] > rows["blank"]["legible"]
-    assert "LEGIBLE" in evaluate.format_table(report)
+    assert "LEGIBLE" in evaluate.format_table(report) and "legibility_absent" not in report
+    # the reader was trained once and cached; a second evaluation reads it from disk, with the same figures
+    cached = Path(report["digit_reader"])
+    assert [p.name for p in (tmp_path / "readers").iterdir()] == [cached.parent.name]
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["key.json", "reader.pt"]
+    stamp = cached.stat().st_mtime_ns
+    again = evaluate.evaluate_run(tmp_path / "run", context=2, predict=2, videos=4, progress=False,
+                                  pictures=False, out=tmp_path / "e2")
+    assert again["digit_reader"] == report["digit_reader"]
+    assert cached.stat().st_mtime_ns == stamp  # read, not retrained
+    assert again["rows"]["model"]["legible"] == rows["model"]["legible"]
+    assert again["legibility_truth"] == report["legibility_truth"]
     # digits without their label file (like the fixed test file): no legibility, the rest unchanged
     unlabelled = tmp_path / "u"
     unlabelled.mkdir()
@@ -87,3 +100,33 @@ def test_evaluate_reports_legibility_on_labelled_digits(tmp_path, monkeypatch):
     other = evaluate.evaluate_run(tmp_path / "run", data=f"moving_mnist_digits:{unlabelled}", context=2,
                                   predict=2, videos=2, progress=False, pictures=False, out=tmp_path / "b")
     assert "legibility_truth" not in other and "legible" not in other["rows"]["model"]
+    assert "no label file" in other["legibility_absent"]
+    assert "digits not read (no legibility)" in evaluate.format_table(other)
+    # the other reasons, named: not Moving MNIST digits; digits resized off the reader's 64x64 canvas
+    none, _, why = evaluate._digit_reader("bouncing_balls", 4, None, BouncingBalls(num_samples=2, num_frames=4), False)
+    assert none is None and "is not moving_mnist_digits" in why
+    resized = MovingMNISTDigits(root, num_samples=2, num_frames=2, image_size=32)
+    assert "32x32" in evaluate._digit_reader(f"moving_mnist_digits:{root}", 2, None, resized, False)[2]
+
+
+def test_cached_reader_is_keyed_by_its_digits_and_survives_a_damaged_file(tmp_path):
+    root = _mnist(tmp_path / "m")
+    train_set = MovingMNISTDigits(root, num_samples=8, num_frames=2, seed=0, split="train")
+    cache = tmp_path / "readers"
+    first, path = legibility.cached_digit_reader(train_set, sequences=8, steps=3, root=cache, progress=False)
+    again, same = legibility.cached_digit_reader(train_set, sequences=8, steps=3, root=cache, progress=False)
+    assert same == path and all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                                     again.state_dict().values()))
+    assert not any(p.requires_grad for p in again.parameters()) and not again.training
+    # other digits (one pixel changed), other training settings: each gets its own reader
+    other = _mnist(tmp_path / "m2")
+    raw = bytearray(gzip.decompress((other / "imgs.gz").read_bytes()))
+    raw[16 + 5] ^= 1
+    (other / "imgs.gz").write_bytes(gzip.compress(bytes(raw)))
+    changed = MovingMNISTDigits(other, num_samples=8, num_frames=2, seed=0, split="train")
+    assert legibility.cached_digit_reader(changed, sequences=8, steps=3, root=cache, progress=False)[1] != path
+    assert legibility.cached_digit_reader(train_set, sequences=8, steps=4, root=cache, progress=False)[1] != path
+    path.write_bytes(b"not a checkpoint")  # a damaged cache is retrained, with a warning, not trusted
+    with pytest.warns(UserWarning, match="unreadable cached digit reader"):
+        legibility.cached_digit_reader(train_set, sequences=8, steps=3, root=cache, progress=False)
+    assert legibility.cached_digit_reader(train_set, sequences=8, steps=3, root=cache, progress=False)[1] == path
