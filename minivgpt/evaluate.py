@@ -17,8 +17,10 @@ samples: the expected score of one sample), ``model_best_of_n`` (per sequence, t
 lowest MSE: an oracle upper bound) and ``model_ensemble`` (the pixel mean of the samples as one forecast);
 for a SimVP run the deterministic ``model``; and the baselines ``copy_last``, ``constant_velocity``
 (:func:`minivgpt.metrics.constant_velocity`) and ``blank`` (an empty black frame: on Moving MNIST it
-beats copy-last, so a model has learned something only when it is well under it). Every row also holds
-per-frame curves (the score of future frame 1, 2, ...).
+beats copy-last, so a model has learned something only when it is well under it). A run on an
+autoencoder's latents adds ``autoencoder``: the round trip of the true frames through it, what a perfect
+forecast in its latent space would score (the run's ceiling). Every row also holds per-frame curves (the
+score of future frame 1, 2, ...).
 
 **Legibility** (``moving_mnist_digits`` data with its label file, at 64x64): can the digits still be read?
 A digit reader (:mod:`minivgpt.legibility`, trained for about a minute on crops of training sequences
@@ -186,6 +188,16 @@ class Forecaster:
         )  # fmt: skip
         return pred.clamp(-1, 1).cpu()
 
+    @torch.no_grad()
+    def reconstruct(self, frames: torch.Tensor) -> torch.Tensor | None:
+        """The run's autoencoder round trip of ``frames (B, T, C, H, W)`` (T a multiple of the clip length): what
+        a perfect forecast in its latent space would show, so the ceiling of a latent run. ``None`` for a
+        pixel run or SimVP, whose ceiling is the frames themselves."""
+        if self.kind != "videogpt" or getattr(self.tokenizer.autoencoder, "kind", None) == "identity":
+            return None
+        tokens = self.tokenizer.encode(frames.to(self.device), self.frames)
+        return self.tokenizer.decode(tokens).clamp(-1, 1).cpu()
+
 
 # ----------------------------------------------------------------------------------------------------- evaluation
 def evaluate_run(
@@ -266,6 +278,9 @@ def evaluate_run(
         }
         for name, p in baselines.items():
             parts[name].append(_scores(p, truth, where))
+        recon = model.reconstruct(truth)
+        if recon is not None:  # a latent run's ceiling: its autoencoder's round trip of the true frames
+            parts.setdefault("autoencoder", []).append(_scores(recon, truth, where))
         if first is None:
             first = {"video": video[0], "samples": preds[:3, 0], **{k: v[0] for k, v in baselines.items()}}
         bar.set_postfix(mse=f"{float(torch.cat([p['mse'] for p in parts['model']]).mean()):.1f}")

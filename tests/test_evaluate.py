@@ -155,3 +155,23 @@ def test_simvp_trains_saves_and_evaluates(tmp_path):
     _, records = train_simvp(params, steps=10_000, minutes=0.001, overwrite=True)
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ckpt["stopped_by"] == "minutes" and ckpt["step"] < 10_000 and records[-1]["step"] == ckpt["step"]
+
+
+def test_a_latent_run_is_scored_beside_its_autoencoders_round_trip(tmp_path):
+    """A run on an autoencoder's latents gets an ``autoencoder`` row: the true frames encoded and decoded, its
+    ceiling; a pixel run (the other tests) has none."""
+    from minivgpt.autoencoder import build_autoencoder, save_autoencoder
+
+    torch.manual_seed(0)
+    ae = build_autoencoder("conv", channels=3, latent_channels=4, hidden=8, downsample=2)
+    save_autoencoder(ae, tmp_path / "ae.pt")
+    train(TINY, steps=2, patch_size=2, autoencoder=str(tmp_path / "ae.pt"), out=str(tmp_path / "run"))
+    report = evaluate_run(tmp_path / "run", context=2, predict=2, videos=3, steps=1, progress=False, pictures=False)
+    truth = video_batch(make_dataset("bouncing_balls", 4, 16, 3, 1000, min_balls=1, max_balls=1), range(3))["video"]
+    with torch.no_grad():
+        latents = ae.eval().encode(truth[:, 2:].flatten(0, 1))
+        recon = ae.decode(latents).view_as(truth[:, 2:]).clamp(-1, 1)
+    want = frame_scores(recon, truth[:, 2:])["mse"].mean()
+    assert report["rows"]["autoencoder"]["mse"] == pytest.approx(float(want), rel=1e-4)
+    assert report["rows"]["autoencoder"]["mse"] > 0  # an untrained autoencoder: not the identity
+    assert "autoencoder" in format_table(report)
