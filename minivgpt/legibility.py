@@ -95,7 +95,8 @@ def cached_digit_reader(
 
     The cache key holds everything the reader depends on: a SHA-256 of the digits and labels of
     ``dataset``'s split, the generator's settings (frames, digits, step length, canvas, seed) and the
-    training settings, so ``root/<12 hex digits>/reader.pt`` (with ``key.json`` beside it) is reused only
+    training settings (:func:`train_digit_reader`'s batch size and rate are fixed: a change of them bumps
+    ``READER_FORMAT``), so ``root/<12 hex digits>/reader.pt`` (with ``key.json`` beside it) is reused only
     for the same reader, and new digit files or settings get a new one. Written atomically.
     """
     if dataset.labels is None:
@@ -105,7 +106,8 @@ def cached_digit_reader(
     key = {
         "digits_sha256": digest, "split": dataset.split, "frames": dataset.num_frames, "digits": dataset.digits,
         "step_length": dataset.step_length, "canvas": dataset.canvas, "image_size": dataset.image_size,
-        "data_seed": dataset.seed, "sequences": sequences, "steps": steps, "seed": seed, "format": READER_FORMAT,
+        "data_seed": dataset.seed, "sequences": min(sequences, len(dataset)), "steps": steps, "seed": seed,
+        "format": READER_FORMAT,
     }
     folder = cache_folder(key, root)
     path = folder / "reader.pt"

@@ -9,10 +9,12 @@ classifier trained on real videos and from the pixels (``metrics.object_count`` 
 Options: ``run=`` (backbone, default runs/pretrain), ``seed=``, ``steps=``, ``cfg=1,3`` (guidance scales);
 any of ``lr``, ``cond_lr_mult``, ``prior_weight``, ``prior_t_max``, ``animate_prob``, ``text_prob``,
 ``history_noise``, ``clips`` of :func:`minivgpt.generation.finetune_conditional` (``clips=4``: whole
-8-frame videos instead of 2-clip crops); ``label=clip`` puts the label in as a learned clean clip before the
-video (initialised to its class's mean first clip) on top of the adaLN vector, a stronger path than the
-vector alone, so the first clip is drawn as a continuation of the label's clip (the paper leaves open how a
-condition enters).
+8-frame videos instead of 2-clip crops; ``clips=1``: single clips, every sample a clip drawn from nothing);
+``crop=first`` starts every crop at the video's first frame (``crop=random``, the default: anywhere);
+``label=clip`` puts the label in as a learned clean clip before the video (initialised to its class's mean
+first clip) on top of the adaLN vector, a stronger path than the vector alone, so the first clip is drawn as
+a continuation of the label's clip (the paper leaves open how a condition enters). Besides the table it
+prints, for each asked count, the objects drawn in the first frame and the share with the right number.
 
     python scripts/class_to_video_screen.py [run=runs/pretrain] [seed=1] [clips=4] [label=clip] ...
 """
@@ -85,24 +87,30 @@ def scores(clf: nn.Module, video: torch.Tensor, asked: torch.Tensor, F: int) -> 
     n = judge.count_readings(video, asked // 2 + 1, F)  # label = 2 (balls - 1) + drifting_right
     change = (video[:, 1:] - video[:, :-1]).pow(2).mean((0, 2, 3, 4))  # (T - 1,): frame t -> t + 1
     across = torch.arange(1, video.shape[1]) % F == 0  # the step from a clip's last frame to the next clip
+    by_count = []  # (objects drawn, share right) in the first frame, for 1, 2, 3 asked balls
+    for b in (1, 2, 3):
+        r = judge.count_readings(video[asked // 2 + 1 == b], asked[asked // 2 + 1 == b] // 2 + 1, F)
+        by_count.append((r["objects, frame 1"], r["right, frame 1"]))
     return {**{k: read[k] for k in ("accuracy", "pixel count", "pixel drift", "pixel class")},
             **{k: n[k] for k in ("right, frame 1", "right, last", "objects, frame 1", "objects, last")},
-            "jump": (change[across].mean() / change[~across].mean()).item()}
+            "jump": (change[across].mean() / change[~across].mean()).item(), "by count": by_count}
 
 
 def main(argv: list[str]) -> None:
     if any("=" not in a for a in argv):
         raise SystemExit(__doc__)
     opts = dict(a.split("=", 1) for a in argv)
-    unknown = set(opts) - {"run", "seed", "steps", "cfg", "label", *FINETUNE}
+    unknown = set(opts) - {"run", "seed", "steps", "cfg", "label", "crop", *FINETUNE}
     if unknown:
-        known = ", ".join(["run", "seed", "steps", "cfg", "label", *FINETUNE])
+        known = ", ".join(["run", "seed", "steps", "cfg", "label", "crop", *FINETUNE])
         raise SystemExit(f"unknown options {sorted(unknown)}; known: {known}")
+    if opts.get("crop", "random") not in ("random", "first"):
+        raise SystemExit(f"crop={opts['crop']}: use crop=random (the default) or crop=first")
     if opts.get("label", "vector") not in ("vector", "clip"):
         raise SystemExit(f"label={opts['label']}: use label=vector (the default) or label=clip")
     seed, steps = int(opts.get("seed", 1)), int(opts.get("steps", 1000))
     kw = {"lr": 1e-3, "prior_weight": 1.0} | {k: f(opts[k]) for k, f in FINETUNE.items() if k in opts}
-    if opts.get("label") == "clip" and set(kw) - {"lr", "prior_weight"}:
+    if opts.get("label") == "clip" and (set(kw) - {"lr", "prior_weight"} or "crop" in opts):
         raise SystemExit("label=clip takes lr= and prior_weight= only")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -126,18 +134,25 @@ def main(argv: list[str]) -> None:
             rows[f"guidance {s:g}"] = scores(clf, tok.decode(out[:, 1:]), asked, F)  # the label's clip left out
     else:
         vocab = captions.Vocabulary.build(train_b["caption"])
-        ft = generation.finetune_conditional(model, tok, train_b["video"], train_b["label"],
+        bank = train_b["video"]
+        if opts.get("crop") == "first":  # every crop starts at the video's first frame
+            bank = bank[:, : kw.get("clips", 2) * F].contiguous()
+        ft = generation.finetune_conditional(model, tok, bank, train_b["label"],
                                              vocab.encode(train_b["caption"]), nc, len(vocab), steps=steps,
                                              seed=seed, **kw)
         for s in map(float, opts.get("cfg", "1,3").split(",")):
             video = tok.decode(generation.generate(ft.model, ft.conditioner(asked), 4, F, steps=20, cfg_scale=s,
                                                    seed=seed))
             rows[f"guidance {s:g}"] = scores(clf, video, asked, F)
-    heads = list(rows["real videos"])
+    heads = [h for h in rows["real videos"] if h != "by count"]
     print(f"{len(asked)} generated videos, {time.perf_counter() - t0:.0f} s")
     print(f"{'':<14}" + "".join(f"{h:>17}" for h in heads))
     for name, row in rows.items():
         print(f"{name:<14}" + "".join(f"{row[h]:>17.3f}" for h in heads))
+    print("the first frame by asked count (1 / 2 / 3 balls): objects drawn, and the share with the right number")
+    for name, row in rows.items():
+        print(f"{name:<14}" + " / ".join(f"{m:.2f}" for m, _ in row["by count"]) + "   right "
+              + " / ".join(f"{r:.2f}" for _, r in row["by count"]))
 
 
 if __name__ == "__main__":
