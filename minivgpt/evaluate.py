@@ -261,7 +261,7 @@ def evaluate_run(
         # the digits' true corners in the future frames, and their classes
         where = (reader, batch["corners"][:, :, context:], batch["digits"]) if reader is not None else None
         if reader is not None:
-            truth_legible.append(_scores(truth, truth, where)["legible"])
+            truth_legible.append(legibility.legibility(reader, truth, where[1], where[2]))  # the reader's ceiling
         per = [_scores(p, truth, where) for p in preds]
         parts["model"].append(per[0])
         if model.stochastic:
