@@ -70,6 +70,14 @@ def crop_digits(frames: torch.Tensor, corners: torch.Tensor, side: int = 28) -> 
     return frames[:, :, 0][b, t, rows, cols].unsqueeze(-3)  # (B, D, T, 1, side, side)
 
 
+def _check_readable(dataset: MovingMNISTDigits) -> None:
+    """A reader needs the digits' classes (the label file) and frames on the canvas the corners refer to."""
+    if dataset.labels is None:
+        raise ValueError(f"{dataset.root}: reading digits needs the MNIST label file (IDX magic 0x00000801)")
+    if dataset.canvas != dataset.image_size:
+        raise ValueError(f"reading digits needs image_size={dataset.canvas} (the canvas), got {dataset.image_size}")
+
+
 def train_digit_reader(
     dataset: MovingMNISTDigits, sequences: int = 512, steps: int = 600, batch_size: int = 128, lr: float = 2e-3,
     seed: int = 0,
@@ -77,10 +85,7 @@ def train_digit_reader(
     """Train :class:`DigitReader` on crops of the first ``sequences`` sequences of ``dataset`` (its training
     split: digits the evaluated sequences never show), every digit in every frame. Returns it frozen, in
     eval mode. About a minute on one CPU thread with the defaults."""
-    if dataset.labels is None:
-        raise ValueError(f"{dataset.root}: reading digits needs the MNIST label file (IDX magic 0x00000801)")
-    if dataset.canvas != dataset.image_size:
-        raise ValueError(f"reading digits needs image_size={dataset.canvas} (the canvas), got {dataset.image_size}")
+    _check_readable(dataset)
     batch = video_batch(dataset, range(min(sequences, len(dataset))))
     crops = crop_digits(batch["video"], batch["corners"]).flatten(0, 2)  # (N, 1, 28, 28)
     labels = batch["digits"][:, :, None].expand(-1, -1, batch["video"].shape[1]).flatten()  # (N,)
@@ -99,8 +104,7 @@ def cached_digit_reader(
     ``READER_FORMAT``), so ``root/<12 hex digits>/reader.pt`` (with ``key.json`` beside it) is reused only
     for the same reader, and new digit files or settings get a new one. Written atomically.
     """
-    if dataset.labels is None:
-        raise ValueError(f"{dataset.root}: reading digits needs the MNIST label file (IDX magic 0x00000801)")
+    _check_readable(dataset)  # before the key, which hashes the labels
     idx = dataset.digit_indices
     digest = hashlib.sha256(dataset.images[idx].tobytes() + dataset.labels[idx].tobytes()).hexdigest()
     key = {
