@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import struct
 
 import numpy as np
 import pytest
 import torch
-from tiny import TINY
+from tiny import TINY, idx_bytes
 
 from minivgpt import metrics
 from minivgpt.data import make_dataset, video_batch
@@ -127,8 +126,7 @@ def _write_mnist(root, n=12):
     images = np.zeros((n, 28, 28), np.uint8)
     for i in range(n):
         images[i, 4 : 12 + i, 6:20] = 120 + 10 * i
-    header = struct.pack(">IIII", 0x00000803, n, 28, 28)
-    (root / "imgs.gz").write_bytes(gzip.compress(header + images.tobytes()))
+    (root / "imgs.gz").write_bytes(gzip.compress(idx_bytes(images)))
     return root
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tiny import idx_bytes
 
 from minivgpt import evaluate, legibility
 from minivgpt.data import BouncingBalls, MovingMNISTDigits, video_batch
@@ -25,8 +25,8 @@ def _mnist(root, n=20):
             images[i, 3 + 4 * c : 7 + 4 * c, 2:26] = 200 + i  # a horizontal bar at row 3 + 4c
         else:
             images[i, 2:26, 3 + 4 * (c - 5) : 7 + 4 * (c - 5)] = 200 + i  # a vertical bar
-    (root / "imgs.gz").write_bytes(gzip.compress(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes()))
-    (root / "labels").write_bytes(struct.pack(">II", 0x801, n) + (np.arange(n) % 10).astype(np.uint8).tobytes())
+    (root / "imgs.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    (root / "labels").write_bytes(idx_bytes(np.arange(n) % 10))
     return root
 
 

@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from tiny import idx_bytes
 
 from minivgpt.data import (
     IDX_IMAGES,
@@ -18,12 +19,6 @@ from minivgpt.data import (
     make_dataset,
     read_idx,
 )
-
-
-def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-    """An IDX file's bytes for a uint8 array (magic 0x000008 + number of dims unless given)."""
-    magic = 0x0800 + array.ndim if magic is None else magic
-    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
 
 
 def digit_images(n: int, side: int = 28) -> np.ndarray:

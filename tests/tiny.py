@@ -1,7 +1,10 @@
-"""The tiny training configuration shared by the training, distributed and robustness tests."""
+"""The tiny training configuration shared by the training, distributed and robustness tests, and the IDX
+writer of the tests that make their own MNIST files."""
 
+import struct
 from pathlib import Path
 
+import numpy as np
 import torch
 
 TINY = dict(
@@ -34,3 +37,9 @@ def assert_same_params(a: Path, b: Path, atol: float = 0.0) -> None:
     assert sa.keys() == sb.keys()
     for name in sa:
         assert torch.allclose(sa[name], sb[name], rtol=0.0, atol=atol), name
+
+
+def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
+    """An IDX file's bytes for a uint8 array (magic 0x000008 + number of dims unless given)."""
+    magic = 0x0800 + array.ndim if magic is None else magic
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
