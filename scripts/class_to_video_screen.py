@@ -84,12 +84,13 @@ def scores(clf: nn.Module, video: torch.Tensor, asked: torch.Tensor, F: int) -> 
     consecutive frames differ across a clip boundary over how much within a clip (mean squared change; about
     1 for real videos, above 1 where each clip is drawn apart from the one before)."""
     read = judge.class_scores(clf, video, asked)
-    n = judge.count_readings(video, asked // 2 + 1, F)  # label = 2 (balls - 1) + drifting_right
+    balls = asked // 2 + 1  # label = 2 (balls - 1) + drifting_right
+    n = judge.count_readings(video, balls, F)
     change = (video[:, 1:] - video[:, :-1]).pow(2).mean((0, 2, 3, 4))  # (T - 1,): frame t -> t + 1
     across = torch.arange(1, video.shape[1]) % F == 0  # the step from a clip's last frame to the next clip
     by_count = []  # (objects drawn, share right) in the first frame, for 1, 2, 3 asked balls
     for b in (1, 2, 3):
-        r = judge.count_readings(video[asked // 2 + 1 == b], asked[asked // 2 + 1 == b] // 2 + 1, F)
+        r = judge.count_readings(video[balls == b], balls[balls == b], F)
         by_count.append((r["objects, frame 1"], r["right, frame 1"]))
     return {**{k: read[k] for k in ("accuracy", "pixel count", "pixel drift", "pixel class")},
             **{k: n[k] for k in ("right, frame 1", "right, last", "objects, frame 1", "objects, last")},
