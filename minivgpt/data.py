@@ -776,14 +776,11 @@ class MovingMNISTDigits(Dataset):
         if self.image_size != S:
             video = F.interpolate(video, size=(self.image_size,) * 2, mode="area")
             mask = F.interpolate(mask[:, None].float(), size=(self.image_size,) * 2, mode="nearest")[:, 0].long()
-        if self.labels is None:
-            label, caption = -1, ""
-        else:
-            names = [str(int(self.labels[d])) for d in chosen]
-            label = int(self.labels[chosen[0]])
-            caption = f"digit {names[0]}" if len(names) == 1 else f"digits {', '.join(names[:-1])} and {names[-1]}"
         digits = [-1] * len(chosen) if self.labels is None else [int(self.labels[d]) for d in chosen]
-        return {"video": video, "label": label, "caption": caption, "masks": mask,
+        names = [str(d) for d in digits]
+        caption = "" if self.labels is None else (
+            f"digit {names[0]}" if len(names) == 1 else f"digits {', '.join(names[:-1])} and {names[-1]}")
+        return {"video": video, "label": digits[0], "caption": caption, "masks": mask,
                 "corners": torch.from_numpy(np.stack(paths)), "digits": torch.tensor(digits, dtype=torch.int64)}
 
 
