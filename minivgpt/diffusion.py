@@ -178,6 +178,7 @@ class RectifiedFlow:
         denoise_uncond: Denoiser | None = None,
         progress: Callable | None = None,
         cfg_t_min: float = 0.0,
+        trace: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Euler integration from noise (t = 0) to a clean sample (t = 1).
 
@@ -190,6 +191,8 @@ class RectifiedFlow:
             cfg_t_min: guide only the steps that start at ``t >= cfg_t_min`` (0 = every step). At high noise
                 the guided prediction extrapolates the *amount* of content, not its layout (guidance
                 in a limited interval, Kynkäänniemi et al. 2024).
+            trace: a list that receives each step's clean prediction x̂ (after guidance), ``steps`` tensors
+                shaped like ``noise``: how the sample forms along the path.
         """
         if steps < 1:
             raise ValueError(f"steps={steps} must be >= 1")
@@ -206,6 +209,8 @@ class RectifiedFlow:
             if cfg_scale != 1.0 and float(ts[i]) >= cfg_t_min:
                 pred_u = denoise_uncond(x, t)
                 pred = pred_u + cfg_scale * (pred - pred_u)
+            if trace is not None:
+                trace.append(pred)
             x = x + float(ts[i + 1] - ts[i]) * velocity(x, pred, t)
         return x
 

@@ -9,7 +9,9 @@ Derived in notebooks/06 (§2 the condition, §3 image animation, §4 one fine-tu
   embedding: the model substitutes it for the samples whose condition is dropped (classifier-free
   guidance in training) and in the rollout's unconditional branch.
 - **does it read the condition?** :func:`condition_gain`: the first clip's denoising error with another
-  condition (a label with one part flipped) over that with its own.
+  condition (a label with one part flipped) over that with its own; :func:`condition_errors`: the errors
+  under every label, so the network's own reading of a clip's label is the one with the least error.
+- **where is a first clip decided?** :func:`first_clip_path`: the clean predictions along the sampler's path.
 - **image animation**: a single clean frame is the context. The model has a fixed ``frames_per_clip`` F,
   so the frame is repeated F times into one static context clip (:func:`image_context`); fine-tuning shows
   the model videos whose first clip is their first frame repeated, followed by the true frames 1, 2, ...
@@ -249,6 +251,70 @@ def predict_mean(model: VideoGPT, context: torch.Tensor, cond: torch.Tensor | No
 
 
 @torch.no_grad()
+def first_clip_path(
+    model: VideoGPT,
+    cond: torch.Tensor | None,
+    frames_per_clip: int,
+    batch: int | None = None,
+    steps: int = 20,
+    seed: int = 0,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A first clip drawn from nothing, and the clean prediction at every Euler step on the way.
+
+    The same clip as ``generate(model, cond, 1, frames_per_clip, batch, steps=steps, seed=seed,
+    temperature=temperature)[:, 0]`` (same noise, same steps, no guidance). Read the predictions to see when
+    the sample's content (how many objects, where) is settled: step i is at time ``i / steps``.
+
+    Returns:
+        the clip ``(B, F, N, D)`` and the predictions ``(steps, B, F, N, D)``.
+    """
+    if cond is None and batch is None:
+        raise ValueError("first_clip_path without cond needs batch= (how many clips)")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (1 samples, 0 is deterministic)")
+    B = batch if cond is None else cond.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    noise = temperature * torch.randn((B, frames_per_clip, model.tokens_per_frame, model.in_dim), generator=g)
+    trace: list[torch.Tensor] = []
+    clip = RectifiedFlow().sample(lambda x, t: model.denoise(x, t, None, cond), noise, steps, trace=trace)
+    return clip, torch.stack(trace)
+
+
+def _noised(first_clip: torch.Tensor, t: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``first_clip (B, F, N, D)`` noised to time ``t`` with seeded noise drawn on the CPU (the same on any
+    device): ``(x_t (B, F, N, D), t (B,))``."""
+    if first_clip.ndim != 4:
+        raise ValueError(f"first_clip must be tokens (B, F, N, D), got shape {tuple(first_clip.shape)}")
+    if not 0.0 <= t < 1.0:
+        raise ValueError(f"t={t} must be in [0, 1) (0 = pure noise, 1 = clean)")
+    noise = torch.randn(first_clip.shape, generator=torch.Generator().manual_seed(seed))
+    noise = noise.to(first_clip.device, first_clip.dtype)
+    tt = torch.full((first_clip.shape[0],), t, device=first_clip.device, dtype=first_clip.dtype)
+    return add_noise(first_clip[:, None], tt[:, None], noise[:, None])[:, 0], tt
+
+
+@torch.no_grad()
+def condition_errors(
+    model: VideoGPT, first_clip: torch.Tensor, conds: torch.Tensor, t: float = 0.2, seed: int = 0
+) -> torch.Tensor:
+    """The first clip's denoising error under each of K conditions: ``(B, K)``.
+
+    Every clip ``first_clip (B, F, N, D)`` is noised to time ``t`` (seeded noise, the same for every
+    condition) and denoised without history under each row of ``conds (K, W)`` (e.g. the conditioner's
+    embedding of every label). The label with the least error is the network's own reading of the clip:
+    the implicit classifier of a conditional diffusion model, which says whether the network *knows* what a
+    label asks of the clip at that noise level.
+    """
+    if conds.ndim != 2:
+        raise ValueError(f"conds must be (K, W) condition embeddings, got shape {tuple(conds.shape)}")
+    noisy, tt = _noised(first_clip, t, seed)
+    B = first_clip.shape[0]
+    errs = [(model.denoise(noisy, tt, None, c.expand(B, -1)) - first_clip).pow(2).mean((1, 2, 3)) for c in conds]
+    return torch.stack(errs, 1)
+
+
+@torch.no_grad()
 def condition_gain(
     model: VideoGPT,
     first_clip: torch.Tensor,
@@ -265,19 +331,12 @@ def condition_gain(
     and once with ``other (B, W)`` (e.g. the label with one part flipped). A ratio near 1 means the model
     ignores what differs between the two; the larger it is, the more the condition helps.
     """
-    if first_clip.ndim != 4:
-        raise ValueError(f"first_clip must be tokens (B, F, N, D), got shape {tuple(first_clip.shape)}")
-    if cond.shape != other.shape or cond.shape[0] != first_clip.shape[0]:
+    noisy, tt = _noised(first_clip, t, seed)
+    if cond.shape != other.shape or cond.ndim != 2 or cond.shape[0] != first_clip.shape[0]:
         raise ValueError(
             f"cond and other must both be (B, W) with B = {first_clip.shape[0]}, got {tuple(cond.shape)} and "
             f"{tuple(other.shape)}"
         )
-    if not 0.0 <= t < 1.0:
-        raise ValueError(f"t={t} must be in [0, 1) (0 = pure noise, 1 = clean)")
-    noise = torch.randn(first_clip.shape, generator=torch.Generator().manual_seed(seed))
-    noise = noise.to(first_clip.device, first_clip.dtype)  # drawn on the CPU: the same noise on any device
-    tt = torch.full((first_clip.shape[0],), t, device=first_clip.device, dtype=first_clip.dtype)
-    noisy = add_noise(first_clip[:, None], tt[:, None], noise[:, None])[:, 0]  # x_t (B, F, N, D)
 
     def error(c: torch.Tensor) -> float:
         return (model.denoise(noisy, tt, None, c) - first_clip).pow(2).mean().item()

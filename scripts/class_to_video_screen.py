@@ -4,7 +4,7 @@ Notebook 06's data and defaults (1,024 training videos of 1-3 balls, 8 frames; 1
 lr 1e-3, ``prior_weight=1``), one video per asked label x 16 per class, 20 Euler steps, scored by a
 classifier trained on real videos and from the pixels (``metrics.object_count`` and
 ``metrics.horizontal_drift``), the same readings as the notebook's tables. About 6 minutes on one thread
-(12 with ``label=clip``) instead of the notebook's 7.5, for sorting ideas before a 3-seed notebook run.
+(12 with ``label=clip``) instead of the notebook's 8.5, for sorting ideas before a 3-seed notebook run.
 
 Options: ``run=`` (backbone, default runs/pretrain), ``seed=``, ``steps=``, ``cfg=1,3`` (guidance scales);
 any of ``lr``, ``cond_lr_mult``, ``prior_weight``, ``prior_t_max``, ``animate_prob``, ``text_prob``,

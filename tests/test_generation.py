@@ -129,3 +129,42 @@ def test_condition_gain_is_one_for_the_same_condition_and_moves_with_a_read_one(
         condition_gain(model, clip, cond, cond[:2])
     with pytest.raises(ValueError, match=r"t=1.0"):
         condition_gain(model, clip, cond, cond, t=1.0)
+
+
+def test_condition_errors_read_the_label_and_agree_with_condition_gain():
+    from minivgpt.generation import condition_errors, condition_gain
+    from minivgpt.notebook import open_gates
+
+    tok = VideoTokenizer(IdentityAutoencoder(3), 4, 8)
+    model = open_gates(VideoGPT(ModelConfig(width=32, depth=1, heads=2), in_dim=tok.token_dim, grid=tok.grid), seed=0)
+    clip = torch.rand(4, 2, 4, tok.token_dim, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    conds = torch.randn(3, 32, generator=torch.Generator().manual_seed(3))
+    errs = condition_errors(model, clip, conds, t=0.3, seed=7)
+    assert errs.shape == (4, 3) and (errs > 0).all() and not torch.allclose(errs[:, 0], errs[:, 1])
+    # each column is that condition's per-clip error: its mean over the clips is condition_gain's error
+    gain = condition_gain(model, clip, conds[0].expand(4, -1), conds[2].expand(4, -1), t=0.3, seed=7)
+    assert gain == pytest.approx((errs[:, 2].mean() / errs[:, 0].mean()).item(), rel=1e-5)
+    same = condition_errors(model, clip, conds[:1].repeat(2, 1), t=0.3, seed=7)
+    assert torch.equal(same[:, 0], same[:, 1])  # the same noise for every condition
+    with pytest.raises(ValueError, match=r"\(K, W\)"):
+        condition_errors(model, clip, conds[0])
+    with pytest.raises(ValueError, match=r"\(B, F, N, D\)"):
+        condition_errors(model, clip[0], conds)
+
+
+def test_first_clip_path_ends_on_generate_s_first_clip():
+    from minivgpt.generation import first_clip_path
+    from minivgpt.notebook import open_gates
+
+    tok = VideoTokenizer(IdentityAutoencoder(3), 4, 8)
+    model = open_gates(VideoGPT(ModelConfig(width=32, depth=1, heads=2), in_dim=tok.token_dim, grid=tok.grid), seed=0)
+    cond = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    clip, preds = first_clip_path(model, cond, 2, steps=4, seed=5)
+    assert preds.shape == (4, *clip.shape) and clip.shape == (3, 2, model.tokens_per_frame, model.in_dim)
+    assert torch.allclose(clip, generate(model, cond, 1, 2, steps=4, seed=5)[:, 0], atol=1e-6)
+    assert torch.allclose(clip, preds[-1], atol=1e-6)  # the last Euler step lands on the last prediction
+    first = model.denoise(torch.randn(clip.shape, generator=torch.Generator().manual_seed(5)), torch.zeros(3), None,
+                          cond)
+    assert torch.allclose(preds[0], first, atol=1e-6)  # step 0: the prediction from the starting noise
+    with pytest.raises(ValueError, match="batch="):
+        first_clip_path(model, None, 2)
