@@ -121,6 +121,7 @@ def finetune_conditional(
     cond_lr_mult: float = 10.0,
     prior_weight: float = 0.0,
     prior_t_max: float = 0.0,
+    prior_zero_share: float = 0.0,
     seed: int = 0,
     log_every: int = 10,
 ) -> FinetuneResult:
@@ -140,7 +141,8 @@ def finetune_conditional(
     each frame (the drift direction of the balls) must act; with the flow loss alone the network did not
     learn it (notebook 06, section 6). With ``prior_t_max > 0`` the term's time is drawn uniformly in
     ``[0, prior_t_max]`` instead of 0, so the condition is also taught on the first, noisiest part of the
-    sampling path.
+    sampling path, where a first clip's count is decided (notebook 06, section 6); ``prior_zero_share`` of
+    the term's clips then stay at t = 0, where the drift is read (without them it is lost there).
 
     Args:
         labels: ``(M,)`` long; caption_ids: ``(M, L)`` from :meth:`~minivgpt.captions.Vocabulary.encode`.
@@ -151,6 +153,8 @@ def finetune_conditional(
         raise ValueError(f"prior_weight={prior_weight} must be >= 0 (0 = the flow loss alone)")
     if not 0.0 <= prior_t_max < 1.0:
         raise ValueError(f"prior_t_max={prior_t_max} must be in [0, 1) (0 = the prior term at pure noise only)")
+    if not 0.0 <= prior_zero_share <= 1.0:
+        raise ValueError(f"prior_zero_share={prior_zero_share} must be in [0, 1] (the prior term's share at t = 0)")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = copy.deepcopy(model).train().requires_grad_(True)
@@ -187,6 +191,8 @@ def finetune_conditional(
             t0 = torch.zeros(len(j))
             if prior_t_max > 0:
                 t0 = torch.rand(len(j), generator=g) * prior_t_max
+                if prior_zero_share > 0:  # these stay at pure noise
+                    t0 = torch.where(torch.rand(len(j), generator=g) < prior_zero_share, torch.zeros_like(t0), t0)
             t0 = t0.to(first.device, first.dtype)
             noisy = add_noise(first[:, None], t0[:, None], noise[:, None])[:, 0]  # x_t (2B, F, N, D); noise at t=0
             pred = net.denoise(noisy, t0, None, cond_net(labels[j], caption_ids[j], text_j))

@@ -95,6 +95,9 @@ def test_finetune_prior_weight_teaches_the_condition_prior(text: bool):
         finetune_conditional(model, tok, videos, labels, ids, 2, len(vocab), steps=1, prior_weight=-1.0)
     with pytest.raises(ValueError, match="prior_t_max"):
         finetune_conditional(model, tok, videos, labels, ids, 2, len(vocab), steps=1, prior_weight=1.0, prior_t_max=1.0)
+    with pytest.raises(ValueError, match="prior_zero_share"):
+        finetune_conditional(model, tok, videos, labels, ids, 2, len(vocab), steps=1, prior_weight=1.0, prior_t_max=0.4,
+                             prior_zero_share=1.5)
 
 
 def test_generate_temperature_scales_the_starting_noise():
@@ -168,3 +171,29 @@ def test_first_clip_path_ends_on_generate_s_first_clip():
     assert torch.allclose(preds[0], first, atol=1e-6)  # step 0: the prediction from the starting noise
     with pytest.raises(ValueError, match="batch="):
         first_clip_path(model, None, 2)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_finetune_prior_zero_share_keeps_that_share_of_the_prior_term_at_pure_noise(share: float, monkeypatch):
+    """With prior_t_max > 0 the prior term's times are drawn in [0, prior_t_max]; prior_zero_share of them stay at
+    t = 0 exactly. The prior term is the fine-tuning's one call of VideoGPT.denoise, so its times are recorded there."""
+    tok = VideoTokenizer(IdentityAutoencoder(3), 4, 8)
+    model = VideoGPT(ModelConfig(width=32, depth=1, heads=2), in_dim=tok.token_dim, grid=tok.grid).eval()
+    labels = torch.arange(8) % 2
+    videos = torch.rand(8, 4, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    vocab = Vocabulary.build(["a", "b"])
+    ids = vocab.encode(["a" if y == 0 else "b" for y in labels.tolist()])
+    seen = []
+    denoise = VideoGPT.denoise
+
+    def spy(self, noisy, t, *args, **kwargs):
+        seen.append(t.detach().clone())
+        return denoise(self, noisy, t, *args, **kwargs)
+
+    monkeypatch.setattr(VideoGPT, "denoise", spy)
+    finetune_conditional(model, tok, videos, labels, ids, 2, len(vocab), steps=25, batch_size=8, animate_prob=0.0,
+                         prior_weight=1.0, prior_t_max=0.5, prior_zero_share=share)
+    t = torch.cat(seen)
+    assert len(t) == 25 * 16 and (t >= 0).all() and (t <= 0.5).all()
+    at_zero = (t == 0).float().mean().item()
+    assert abs(at_zero - share) < 0.08, at_zero  # 400 draws: a share off by 0.08 is 3 standard deviations
