@@ -282,6 +282,7 @@ def first_clip_path(
     B = batch if cond is None else cond.shape[0]
     g = torch.Generator().manual_seed(seed)
     noise = temperature * torch.randn((B, frames_per_clip, model.tokens_per_frame, model.in_dim), generator=g)
+    noise = noise.to(next(model.parameters()).device)  # drawn on the CPU, as generate draws it: the same on any device
     trace: list[torch.Tensor] = []
     clip = RectifiedFlow().sample(lambda x, t: model.denoise(x, t, None, cond), noise, steps, trace=trace)
     return clip, torch.stack(trace)
