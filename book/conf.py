@@ -57,7 +57,7 @@ TOC = "\n\n".join(
     for caption, entries in (
         ("Chapters", [f"notebooks/{s}" for s in CHAPTERS]),
         ("Solutions to the exercises", [f"notebooks/solutions/{s}" for s in SOLUTIONS]),
-        ("Appendix", ["docs/paper", "docs/design"]),
+        ("Appendix", ["docs/results", "docs/paper", "docs/design"]),
     )
 )
 

@@ -2,7 +2,7 @@
 
 At t = 0 (pure noise) the best clean estimate of a clip is the mean clip of its condition: E[x | label].
 Without the label it is the mean clip of all the data. The ratio of the two squared errors is what knowing
-the label can buy at that noise level, for any network. Notebook 06 (section 6) and the README compare it
+the label can buy at that noise level, for any network. Notebook 06 (section 6) and docs/results.md compare it
 with `generation.condition_gain` of the fine-tuned network.
 
 The means come from one half of the videos and the errors from the other: noisy means make this estimate

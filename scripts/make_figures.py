@@ -1,4 +1,4 @@
-"""Write the README's pictures to docs/figures/ from the library and from finished runs.
+"""Write the pictures of the README and docs/results.md to docs/figures/ from the library and from finished runs.
 
     make figures            (= python scripts/make_figures.py)
 
@@ -78,7 +78,7 @@ def horizon_figure() -> Path | None:
     return _copy_run_picture("pretrain", "horizon.png", "make pretrain")
 
 
-# the demo's recipe on one ball at 4x the steps (the README row "one ball at 4x the steps")
+# the demo's recipe on one ball at 4x the steps (docs/results.md, the row "one ball at 4x the steps")
 DEMO_X4 = "python -m minivgpt.demo steps=6000 minutes=40 out=runs/demo_x4 threads=1"
 
 
