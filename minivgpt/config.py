@@ -42,6 +42,7 @@ class ModelConfig:
     precond: str = "none"  # none (the output is the clean estimate) | edm (skip from x_t + scaled output, EDM's)
     sigma_data: float = 0.0  # precond=edm: the clean tokens' spread; 0 = measured on the training data
     data_mean: float = 0.0  # precond=edm: the clean tokens' mean (measured with sigma_data=0)
+    head: str = "linear"  # linear (DiT's) | mlp (Linear-GELU-Linear, hidden mlp_ratio * width: not rank-limited)
 
 
 @dataclass
@@ -359,6 +360,7 @@ _CHOICES = {
     "t_sampling": ("uniform", "logit_normal"),
     "loss_weight": ("x", "velocity"),
     "precond": ("none", "edm"),
+    "head": ("linear", "mlp"),
     "amp": ("auto", "bf16", "off"),
     "parallel": ("ddp", "fsdp"),
 }

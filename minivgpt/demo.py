@@ -40,6 +40,8 @@ from .train import build_dataset, train
 # copy-last MSE): 700 steps of batch 32, lr 1e-3: 0.83; 1,400 steps of batch 16 (the same samples), lr 1e-3:
 # 0.60; lr 2e-3 with 100 warmup steps: 0.57; lr 3e-3: 0.54 (ema_decay 0.99 instead: 0.55 at lr 2e-3).
 # More, smaller steps win within the budget; on a 2-core CPU without bf16 units about 1,200-1,500 fit.
+# head="mlp": a linear head draws every 8x8x3 patch (192 values) in a 128-dim subspace, and this network redrew the
+# true ball 1.33-1.36x too large with it; with an MLP head 1.17-1.23x (docs/results.md, "the output head").
 DEFAULTS = dict(
     data="bouncing_balls",
     image_size=32,
@@ -55,6 +57,7 @@ DEFAULTS = dict(
     lr=3e-3,
     warmup=100,
     ema_decay=0.995,
+    head="mlp",
     ckpt_every=100,
     log_every=20,
     threads=0,

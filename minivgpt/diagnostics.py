@@ -2,7 +2,8 @@
 
 Derived in notebooks/04 (§ the history diagnostic); logged during training with ``eval_every=``. Beside
 it, :func:`redraw_shape` (notebooks/05, §3): the object's shape when the network redraws the true next
-clip from 1 % noise, i.e. how sharply it draws at best.
+clip from 1 % noise, i.e. how sharply it draws at best; and :func:`subspace_shape`: how sharply *any* network
+with a linear output head of width W can draw, its tokens confined to a W-dim subspace.
 
 On validation clips ``x (B, K, F, N, D)``, with fixed noise and a few diffusion times t (t = 0 is pure
 noise, t = 1 clean), the error (MSE) of the clean prediction of every clip k is measured twice:
@@ -182,3 +183,49 @@ def redraw_shape(
     redrawn = model.denoise(add_noise(target, tt, noise)[:, 0], tt[:, 0], cache)  # (B, F, N, D)
     n_ctx = context_clips * F
     return metrics.object_shape(tokenizer.decode(redrawn[:, None]), videos[:, n_ctx:need], videos[:, :n_ctx])
+
+
+def subspace_shape(
+    tokenizer: torch.nn.Module,
+    fit: torch.Tensor,
+    videos: torch.Tensor,
+    frames_per_clip: int,
+    ranks: Sequence[int],
+) -> dict[int, dict[str, float | list[float]]]:
+    """How sharply can a linear output head of width r draw? The best it can do, measured on true videos.
+
+    A head ``Linear(W, D)`` draws every patch token in a W-dim affine subspace of the D-dim token space.
+    Where D > W (pixel patches: 8 * 8 * 3 = 192 values against a width of 128), no network with that head can
+    draw every clip exactly. The best subspace of each rank r for squared error is the tokens' mean plus their
+    top r principal directions (fitted on ``fit``); the held-out ``videos`` are projected onto it, decoded,
+    and their objects compared with the truth (:func:`minivgpt.metrics.object_shape`, the background being
+    the per-pixel median of each whole video). A soft rim here is a floor for that head, whatever the
+    training; a nonlinear head (``head=mlp``) has no such floor.
+
+    Args:
+        fit, videos: ``(B, T, C, H, W)`` in [-1, 1], T a multiple of ``frames_per_clip``.
+        ranks: subspace dimensions r, each in [1, D].
+    Returns:
+        ``{r: {"mse", "area_ratio", "peak_ratio"}}``: the projection's MSE in pixels and, per frame, the
+        object's area and peak against the truth's.
+    """
+    F = frames_per_clip
+    for name, v in (("fit", fit), ("videos", videos)):
+        if v.ndim != 5 or v.shape[1] % F:
+            raise ValueError(f"{name} must be (B, T, C, H, W) with T a multiple of frames_per_clip={F}, "
+                             f"got shape {tuple(v.shape)}")
+    tokens = tokenizer.encode(fit, F).flatten(0, -2).double()  # (M, D)
+    D = tokens.shape[-1]
+    if not ranks or any(not 1 <= r <= D for r in ranks):
+        raise ValueError(f"ranks must be in [1, D = {D}] (the token size), got {list(ranks)}")
+    mean = tokens.mean(0)
+    _, _, basis = torch.linalg.svd(tokens - mean, full_matrices=False)  # (D, D): principal directions, rows
+    x = tokenizer.encode(videos, F)
+    out = {}
+    for r in ranks:
+        p = basis[:r]
+        proj = ((x.double() - mean) @ p.T @ p + mean).to(x.dtype)
+        decoded = tokenizer.decode(proj).clamp(-1, 1)
+        shape = metrics.object_shape(decoded, videos, videos)
+        out[int(r)] = {"mse": float(metrics.mse(decoded, videos)), **shape}
+    return out

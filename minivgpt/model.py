@@ -19,6 +19,8 @@ training ``forward`` and the generation API ``prefill / denoise / append`` that 
   gathered per token (``seg``) instead of broadcast over equal segments. Equal clips keep the fast path.
 - Output: the clean estimate of every noisy token; with ``precond="edm"`` the head's output is a residual
   scaled and added to the noisy input (EDM's c_skip / c_out, :func:`minivgpt.diffusion.precondition`).
+  The head is DiT's ``Linear(W, D)`` or, with ``head="mlp"``, Linear-GELU-Linear: a linear head draws every
+  token in a W-dim subspace, too few for pixel patches of D > W values (notebooks/05, § why the rim).
 - Attention: the hierarchical mask of :mod:`minivgpt.masks` on those layouts, run by a backend of
   :mod:`minivgpt.attention` (dense SDPA, FlexAttention, or the mask-aware CPU path).
 """
@@ -210,8 +212,12 @@ class VideoGPT(nn.Module):
         self.blocks = nn.ModuleList(Block(W, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(W, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(W, 2 * W)
-        self.out = nn.Linear(W, in_dim)
-        for layer in (self.ada_out, self.out):
+        if cfg.head == "mlp":  # a nonlinear head: a linear one of width W < D draws patches in a W-dim subspace
+            hidden = int(cfg.mlp_ratio * W)
+            self.out = nn.Sequential(nn.Linear(W, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, in_dim))
+        else:
+            self.out = nn.Linear(W, in_dim)
+        for layer in (self.ada_out, self.out if cfg.head == "linear" else self.out[-1]):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 

@@ -114,7 +114,8 @@ def open_gates(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     try:
         for name, module in probe.named_modules():
-            if name.rsplit(".", 1)[-1] in ZERO_INIT_LAYERS and isinstance(module, torch.nn.Linear):
+            zero_init = name.rsplit(".", 1)[-1] in ZERO_INIT_LAYERS or name.startswith("out.")  # out.2: an MLP head
+            if zero_init and isinstance(module, torch.nn.Linear):
                 module.reset_parameters()
     finally:
         torch.random.set_rng_state(gen_state)

@@ -66,6 +66,8 @@ def test_out_of_range_values_name_key_value_and_range(key, value, valid):
 
 
 def test_bad_choices_and_contradictions():
+    with pytest.raises(ValueError, match="parameter head='conv': choose one of linear, mlp"):
+        from_params({"head": "conv"})
     with pytest.raises(ValueError, match="parameter amp='fp16': choose one of auto, bf16, off"):
         from_params({"amp": "fp16"})
     with pytest.raises(ValueError, match="device='gpu'"):

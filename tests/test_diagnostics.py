@@ -115,3 +115,21 @@ def test_redraw_shape_is_one_for_a_perfect_redraw_and_sees_a_dimmed_one():
         redraw_shape(_Redrawer(1.0), tok, videos[:, :5], 2, 2)
     with pytest.raises(ValueError, match="t in"):
         redraw_shape(_Redrawer(1.0), tok, videos, 2, 2, t=1.0)
+
+
+def test_subspace_shape_is_exact_at_full_rank_and_softens_the_ball_below_it():
+    from minivgpt.autoencoder import IdentityAutoencoder
+    from minivgpt.data import BouncingBalls, video_batch
+    from minivgpt.diagnostics import subspace_shape
+    from minivgpt.tokenizer import VideoTokenizer
+
+    fit = video_batch(BouncingBalls(64, 6, 16, 1, 1, seed=0), range(64))["video"]
+    videos = video_batch(BouncingBalls(8, 6, 16, 1, 1, seed=1), range(8))["video"]
+    tok = VideoTokenizer(IdentityAutoencoder(3), 4, 16)  # tokens of D = 4 * 4 * 3 = 48 values
+    out = subspace_shape(tok, fit, videos, 2, [4, 48])
+    assert out[48]["mse"] < 1e-10 and out[48]["area_ratio"] == [1.0] * 6  # the whole space: nothing lost
+    assert out[4]["mse"] > 1e-3 and max(abs(a - 1) for a in out[4]["area_ratio"]) > 0.1  # 4 directions: a blur
+    with pytest.raises(ValueError, match=r"ranks must be in \[1, D = 48\]"):
+        subspace_shape(tok, fit, videos, 2, [49])
+    with pytest.raises(ValueError, match="T a multiple of frames_per_clip=2"):
+        subspace_shape(tok, fit, videos[:, :5], 2, [4])

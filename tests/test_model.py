@@ -30,9 +30,10 @@ def inputs():
     )
 
 
+@pytest.mark.parametrize("head", ["linear", "mlp"])
 @pytest.mark.parametrize("drop", [True, False])
-def test_changing_clean_clip_k_leaves_noisy_up_to_k(drop):
-    m = make_model()
+def test_changing_clean_clip_k_leaves_noisy_up_to_k(drop, head):
+    m = make_model(head=head)
     noisy, clean, t = inputs()
     out = m(noisy, clean, t, drop_last_clean=drop)
     for k in range(K - 1 if drop else K):
@@ -63,8 +64,9 @@ def test_timestep_conditioning_changes_output():
     assert diff[1] > 0 and diff[0] == 0
 
 
-def test_cache_equals_full_forward():
-    m = make_model()
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_cache_equals_full_forward(head):
+    m = make_model(head=head)
     noisy, clean, t = inputs()
     with torch.no_grad():
         out = m(noisy, clean, t, drop_last_clean=False)
@@ -79,6 +81,25 @@ def test_cache_equals_full_forward():
         for a, b in zip(cache.keys + cache.values, ref.keys + ref.values):
             assert torch.allclose(a, b, atol=1e-5)
         assert torch.allclose(m.denoise_uncached(clean[:, :2], noisy[:, 2], t[:, 2]), out[:, 2], atol=1e-5)
+
+
+def test_mlp_head_starts_at_zero_and_draws_outside_a_width_dim_subspace():
+    """A linear head of width W draws every patch token in a W-dim affine subspace of the D-dim patch space
+    (the demo: W = 128, D = 8 * 8 * 3 = 192); ``head="mlp"`` does not, and starts as the zero map like it."""
+    from minivgpt.notebook import open_gates
+
+    W, D_big = 8, 48
+    noisy = torch.randn(4, K, F, N, D_big, generator=torch.Generator().manual_seed(2))
+    t = torch.rand(4, K, generator=torch.Generator().manual_seed(3))
+    ranks = {}
+    for head in ("linear", "mlp"):
+        torch.manual_seed(0)
+        m = VideoGPT(ModelConfig(width=W, depth=1, heads=1, attention="dense", head=head), in_dim=D_big, grid=(2, 2))
+        with torch.no_grad():
+            assert torch.equal(m(noisy, noisy, t), torch.zeros_like(noisy)), "the head must start as the zero map"
+            out = open_gates(m).eval()(noisy, noisy, t).reshape(-1, D_big)
+        ranks[head] = int(torch.linalg.matrix_rank(out - out.mean(0), rtol=1e-5))
+    assert ranks["linear"] <= W < ranks["mlp"], ranks
 
 
 def test_class_conditioning_hook():

@@ -13,13 +13,16 @@ from minivgpt import demo, recipe, viz  # noqa: E402
 from minivgpt.config import from_params  # noqa: E402
 
 
-def test_every_variant_is_a_valid_config_that_differs_from_the_demo():
-    base = from_params({**demo.DEFAULTS}).to_params()
+def test_every_variant_is_a_valid_config_that_differs_from_the_base():
+    base = from_params({**recipe.BASE}).to_params()
     for name, keys in recipe.VARIANTS.items():
-        params = from_params({**demo.DEFAULTS, **keys}).to_params()
+        params = from_params({**recipe.BASE, **keys}).to_params()
         changed = {k for k in params if params[k] != base[k]}
         assert changed == set(keys) or name == "pixel", name
     assert set(recipe.RECIPE) <= set(recipe.VARIANTS) and recipe.RECIPE[0] == "pixel"
+    # the base is the demo's recipe with the linear head the table was measured with; mlp_head is the demo's
+    assert {k for k in base if base[k] != from_params({**demo.DEFAULTS}).to_params()[k]} == {"head"}
+    assert {**recipe.BASE, **recipe.VARIANTS["mlp_head"]} == demo.DEFAULTS
 
 
 def test_bad_parameters_are_named():
@@ -46,6 +49,7 @@ def test_a_tiny_table_trains_scores_and_rescores(tmp_path, monkeypatch):
     tiny = {**demo.DEFAULTS, "width": 16, "depth": 1, "heads": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 5,
             "warmup": 1, "num_samples": 16}
     monkeypatch.setattr(demo, "DEFAULTS", tiny)
+    monkeypatch.setattr(recipe, "BASE", {**tiny, "head": "linear"})
     monkeypatch.setattr(demo, "EVAL", {**demo.EVAL, "eval_videos": 4, "sample_steps": 2})
     out = tmp_path / "table"
     rows = recipe.main(["minutes=0.03", "seeds=0", "variants=pixel,edm", f"out={out}", "euler=1"])
