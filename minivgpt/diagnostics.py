@@ -221,10 +221,11 @@ def subspace_shape(
     mean = tokens.mean(0)
     _, _, basis = torch.linalg.svd(tokens - mean, full_matrices=False)  # (D, D): principal directions, rows
     x = tokenizer.encode(videos, F)
+    centred = x.double() - mean  # (B, K, F, N, D)
     out = {}
     for r in ranks:
         p = basis[:r]
-        proj = ((x.double() - mean) @ p.T @ p + mean).to(x.dtype)
+        proj = (centred @ p.T @ p + mean).to(x.dtype)
         decoded = tokenizer.decode(proj).clamp(-1, 1)
         shape = metrics.object_shape(decoded, videos, videos)
         out[int(r)] = {"mse": float(metrics.mse(decoded, videos)), **shape}

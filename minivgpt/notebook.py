@@ -114,8 +114,8 @@ def open_gates(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     try:
         for name, module in probe.named_modules():
-            zero_init = name.rsplit(".", 1)[-1] in ZERO_INIT_LAYERS or name.startswith("out.")  # out.2: an MLP head
-            if zero_init and isinstance(module, torch.nn.Linear):
+            # a layer named in ZERO_INIT_LAYERS, or a layer inside one (out.0 and out.2 of an MLP head)
+            if isinstance(module, torch.nn.Linear) and set(name.split(".")) & set(ZERO_INIT_LAYERS):
                 module.reset_parameters()
     finally:
         torch.random.set_rng_state(gen_state)
