@@ -200,6 +200,13 @@ class Forecaster:
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation
+def _shown(path: Path) -> str:
+    """``path`` as a report names it: relative to the working directory when inside it (``runs/...``), so a
+    committed report does not carry one machine's absolute paths; otherwise absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd().resolve())) if path.is_relative_to(Path.cwd().resolve()) else str(path)
+
+
 def evaluate_run(
     run: str | os.PathLike,
     data: str | None = None,
@@ -304,7 +311,7 @@ def evaluate_run(
         "rows": rows,
         "mse_vs_blank": rows["model"]["mse"] / max(rows["blank"]["mse"], 1e-12),
         **({"legibility_truth": summarize({"legible": torch.cat(truth_legible)})} if truth_legible else {}),
-        **({"digit_reader": str(reader_path)} if reader is not None else {"legibility_absent": no_reading}),
+        **({"digit_reader": _shown(reader_path)} if reader is not None else {"legibility_absent": no_reading}),
         "wall_s": round(time.perf_counter() - t0, 1),
         "files": {"json": str(stem.with_suffix(".json"))},
     }

@@ -1,6 +1,6 @@
 """The recipe, measured: train variants of the demo's recipe at the same wall budget, several seeds each,
 and tabulate their 8-frame forecasts on held-out videos against the baselines (the tables of notebook 04,
-§7 and §8, come from here).
+§9 and §10, come from here).
 
     python -m minivgpt.recipe minutes=5 seeds=0,1 variants=pixel,latent [threads=1] [out=runs/compare]
     python -m minivgpt.recipe minutes=4 seeds=0,1 variants=recipe threads=1 out=runs/recipe

@@ -8,13 +8,23 @@ with the encoder's half-resolution features of the last context frame, and a sub
 full-resolution work is in the first and last conv, which keeps a step cheap on a CPU. It is trained with the MSE of the
 predicted frames, so it predicts the mean future: sharp while the motion is certain, blurry after.
 
+``decoder="warp"`` changes only the readout: instead of drawing each future frame, it moves the pixels of the last
+context frame (the idea of Deep Voxel Flow, Liu et al. 2017). Per future frame k the readout gives a one-frame
+displacement field ``g_k`` (in pixels), an appearance ``a_k`` and a mask ``m_k``; the displacements are chained,
+``G_k(p) = g_k(p) + G_{k-1}(p + g_k(p))`` (:func:`compose`), so each frame is one bilinear resample of the last
+context frame (no blur that compounds), and ``frame_k = m_k * last(p + G_k(p)) + (1 - m_k) * a_k``
+(:func:`warp`). Each step of the chain is a few pixels, so a pixel loss can teach it from a zero
+start; what moving cannot make (a digit coming out from behind another) the appearance covers. It starts as
+copy-last. Measured on Moving MNIST at 50 CPU minutes (docs/results.md §4) it scores as the drawing readout
+does, and draws the digits through its appearance anyway (the mask over them is about 0.1).
+
 ``python -m minivgpt.simvp key=value ...`` trains it (``data=``, ``context=``, ``predict=``, ``steps=``,
 ``minutes=`` a wall budget, ``batch_size=``, ``lr=``, ``seed=``, ``out=``, ``threads=``, ... see
 :class:`SimVPConfig`) and writes a run folder (``last.pt`` with ``"kind": "simvp"``, ``metrics.jsonl``)
 that ``python -m minivgpt.evaluate`` evaluates like a VideoGPT run. Every step is a pure function of
 ``(seed, step)`` (the batch is drawn as in :mod:`minivgpt.train`).
 
-Derived in notebooks/05 (§ a deterministic baseline).
+Evaluated beside next clip diffusion in notebooks/05 (§8 evaluation by the standard protocol).
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from .data import make_dataset
 from .hardware import resolve_device, set_threads
 
 KIND = "simvp"
+DECODERS = ("pixels", "warp")
 
 
 @dataclass
@@ -55,6 +66,7 @@ class SimVPConfig:
     hid_s: int = 16  # encoder / decoder channels
     hid_t: int = 128  # translator channels
     n_t: int = 4  # translator residual blocks
+    decoder: str = "pixels"  # pixels (draw each future frame) | warp (move the last context frame's pixels)
     # training
     out: str = "runs/simvp"
     steps: int = 2000
@@ -87,6 +99,8 @@ def simvp_config(params: dict[str, Any] | None = None) -> SimVPConfig:
     check_ranges(cfg.to_params(), {**ranges, "steps": NON_NEGATIVE, "minutes": NON_NEGATIVE, "lr": POSITIVE})
     if cfg.image_size % 4:
         raise ValueError(f"parameter image_size={cfg.image_size} must be divisible by 4 (the encoder downsamples 4x)")
+    if cfg.decoder not in DECODERS:
+        raise ValueError(f"parameter decoder={cfg.decoder!r} is not one of {DECODERS}")
     if cfg.hid_s % 4 or cfg.hid_t % 8:
         raise ValueError(f"hid_s={cfg.hid_s} must be divisible by 4 and hid_t={cfg.hid_t} by 8 (group norm)")
     return cfg
@@ -115,12 +129,42 @@ class _Res(nn.Module):
         return x + self.body(x)
 
 
-class SimVP(nn.Module):
-    """Encoder / translator / decoder: ``(B, context, C, H, W)`` -> ``(B, predict, C, H, W)``, H, W divisible by 4."""
+def warp(image: torch.Tensor, disp: torch.Tensor) -> torch.Tensor:
+    """Backward warp: ``out[..., y, x] = image`` sampled bilinearly at ``(y + disp_y, x + disp_x)``.
 
-    def __init__(self, channels: int, context: int, predict: int, hid_s: int = 16, hid_t: int = 128, n_t: int = 4):
+    ``image (N, C, H, W)``, ``disp (N, 2, H, W)`` in pixels, channel 0 along x, channel 1 along y; samples
+    outside the frame take the nearest border pixel. Returns ``(N, C, H, W)``; ``disp = 0`` returns ``image``."""
+    N, _, H, W = image.shape
+    if disp.shape != (N, 2, H, W):
+        raise ValueError(f"warp takes image (N, C, H, W) and disp (N, 2, H, W), got {tuple(image.shape)} and "
+                         f"{tuple(disp.shape)}")
+    ys, xs = torch.meshgrid(torch.arange(H, device=disp.device, dtype=disp.dtype),
+                            torch.arange(W, device=disp.device, dtype=disp.dtype), indexing="ij")
+    x = (2 * (xs + disp[:, 0] + 0.5) / W) - 1  # pixel centres in grid_sample's [-1, 1] (align_corners=False)
+    y = (2 * (ys + disp[:, 1] + 0.5) / H) - 1
+    return F.grid_sample(image, torch.stack([x, y], dim=-1), mode="bilinear", padding_mode="border",
+                         align_corners=False)
+
+
+def compose(total: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Chain backward displacements ``(N, 2, H, W)``: one more frame ``step`` after ``total``,
+    ``G(p) = step(p) + total(p + step(p))``, so ``warp(warp(x, total), step) ~= warp(x, compose(total, step))``
+    with one resample instead of two."""
+    return step + warp(total, step)
+
+
+class SimVP(nn.Module):
+    """Encoder / translator / decoder: ``(B, context, C, H, W)`` -> ``(B, predict, C, H, W)``, H, W divisible by 4.
+
+    ``decoder="pixels"`` draws the future frames; ``"warp"`` moves the last context frame's pixels along chained
+    one-frame displacements and blends in a drawn appearance (see the module docstring)."""
+
+    def __init__(self, channels: int, context: int, predict: int, hid_s: int = 16, hid_t: int = 128, n_t: int = 4,
+                 decoder: str = "pixels"):
         super().__init__()
-        self.channels, self.context, self.predict = channels, context, predict
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder={decoder!r} is not one of {DECODERS}")
+        self.channels, self.context, self.predict, self.decoder = channels, context, predict, decoder
         self.stem = _conv(channels, hid_s, 2)  # half resolution, also the decoder's skip
         self.down = nn.Sequential(_conv(hid_s, hid_s), _conv(hid_s, hid_s, 2))  # quarter resolution
         self.mix_in = nn.Conv2d(context * hid_s, hid_t, 1)
@@ -128,7 +172,13 @@ class SimVP(nn.Module):
         self.mix_out = nn.Conv2d(hid_t, predict * hid_s, 1)
         self.up = _up(hid_s, hid_s)  # back to half resolution
         self.fuse = _conv(2 * hid_s, hid_s)  # with the skip
-        self.readout = nn.Sequential(nn.Conv2d(hid_s, 4 * channels, 3, 1, 1), nn.PixelShuffle(2))  # full resolution
+        outs = channels + (3 if decoder == "warp" else 0)  # warp: + a displacement (2) and a mask logit (1)
+        self.readout = nn.Sequential(nn.Conv2d(hid_s, 4 * outs, 3, 1, 1), nn.PixelShuffle(2))  # full resolution
+        if decoder == "warp":  # start as copy-last: no move (channels 0-1), the mask at 0.98 (channel 2)
+            with torch.no_grad():  # PixelShuffle(2): conv channels 4c .. 4c+3 make output channel c
+                self.readout[0].weight[:8].zero_()
+                self.readout[0].bias[:8].zero_()
+                self.readout[0].bias[8:12].fill_(4.0)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         B, T, C, H, W = context.shape
@@ -143,12 +193,19 @@ class SimVP(nn.Module):
         y = self.up(rearrange(z, "b (t c) h w -> (b t) c h w", t=self.predict))
         last = rearrange(skip, "(b t) c h w -> b t c h w", b=B)[:, -1:]  # the last context frame's features
         last = last.expand(B, self.predict, *last.shape[2:]).reshape_as(y)
-        out = self.readout(self.fuse(torch.cat([y, last], dim=1)))
-        return rearrange(out, "(b t) c h w -> b t c h w", b=B)
+        out = rearrange(self.readout(self.fuse(torch.cat([y, last], dim=1))), "(b t) c h w -> b t c h w", b=B)
+        if self.decoder == "pixels":
+            return out
+        step, mask, look = out[:, :, :2], torch.sigmoid(out[:, :, 2:3]), out[:, :, 3:]
+        source, total, frames = context[:, -1], torch.zeros_like(step[:, 0]), []
+        for k in range(self.predict):
+            total = compose(total, step[:, k])
+            frames.append(mask[:, k] * warp(source, total) + (1 - mask[:, k]) * look[:, k])
+        return torch.stack(frames, dim=1)
 
 
 def build_model(cfg: SimVPConfig, channels: int) -> SimVP:
-    return SimVP(channels, cfg.context, cfg.predict, cfg.hid_s, cfg.hid_t, cfg.n_t)
+    return SimVP(channels, cfg.context, cfg.predict, cfg.hid_s, cfg.hid_t, cfg.n_t, cfg.decoder)
 
 
 @torch.no_grad()

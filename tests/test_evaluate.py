@@ -13,7 +13,7 @@ from tiny import TINY, idx_bytes
 from minivgpt import metrics
 from minivgpt.data import make_dataset, video_batch
 from minivgpt.evaluate import METRICS, evaluate_run, format_table, frame_scores, main, ssim_skimage
-from minivgpt.simvp import SimVP, load_simvp, predict, simvp_config, train_simvp
+from minivgpt.simvp import SimVP, compose, load_simvp, predict, simvp_config, train_simvp, warp
 from minivgpt.train import train
 
 
@@ -121,6 +121,45 @@ def test_simvp_shapes_and_config():
     assert simvp_config({"steps": "5", "minutes": "0.5"}).minutes == 0.5
 
 
+def test_warp_moves_pixels_and_compose_chains_moves():
+    x = torch.randn(2, 3, 12, 12)
+    right = torch.zeros(2, 2, 12, 12)
+    right[:, 0] = -2.0  # each pixel samples 2 to its left: the content moves 2 pixels right
+    assert torch.allclose(warp(x, torch.zeros_like(right)), x, atol=1e-5)
+    assert torch.allclose(warp(x, right)[..., 2:], x[..., :-2], atol=1e-5)
+    assert torch.allclose(warp(x, right)[..., :2], x[..., :1].expand(-1, -1, -1, 2), atol=1e-5)  # border
+    down = torch.zeros(2, 2, 12, 12)
+    down[:, 1] = -1.5  # half-pixel moves blend two rows
+    assert torch.allclose(warp(x, down)[..., 2:, :], 0.5 * (x[..., :-2, :] + x[..., 1:-1, :]), atol=1e-5)
+    swirl = torch.randn(2, 2, 12, 12) * 0.5
+    for total, step in ((right, down), (swirl, right)):  # one resample with the chained moves = two resamples
+        inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))
+        assert torch.allclose(warp(warp(x, total), step)[inner], warp(x, compose(total, step))[inner], atol=1e-4)
+    with pytest.raises(ValueError, match=r"disp \(N, 2, H, W\)"):
+        warp(x, torch.zeros(2, 2, 12, 11))
+
+
+def test_warp_simvp_chains_its_moves_from_the_last_context_frame():
+    """With the readout set by hand (a constant one-pixel move per frame, the mask at 1), the warp decoder gives
+    the last context frame moved k pixels at future frame k; with no move it is copy-last."""
+    torch.manual_seed(0)
+    model = SimVP(channels=1, context=3, predict=4, hid_s=8, hid_t=16, n_t=1, decoder="warp").eval()
+    conv = model.readout[0]  # PixelShuffle(2): conv channels 4c..4c+3 are output channel c
+    context = torch.rand(2, 3, 1, 16, 16) * 2 - 1
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.bias[8:12] = 30.0  # channel 2: the mask logit -> the warped frame only
+        assert torch.allclose(model(context), context[:, -1:].expand(-1, 4, -1, -1, -1), atol=1e-5)
+        conv.bias[4:8] = -1.0  # channel 1: y displacement -1, each frame moves the content one pixel down
+        out = model(context)
+    for k in range(4):
+        assert torch.allclose(out[:, k, :, k + 1 :], context[:, -1, :, : 15 - k], atol=1e-5)
+    assert model(context).shape == (2, 4, 1, 16, 16)
+    with pytest.raises(ValueError, match="decoder='flow' is not one of"):
+        simvp_config({"decoder": "flow"})
+
+
 def _write_mnist(root, n=12):
     root.mkdir()
     images = np.zeros((n, 28, 28), np.uint8)
@@ -130,17 +169,19 @@ def _write_mnist(root, n=12):
     return root
 
 
-def test_simvp_trains_saves_and_evaluates(tmp_path):
+@pytest.mark.parametrize("decoder", ["pixels", "warp"])
+def test_simvp_trains_saves_and_evaluates(tmp_path, decoder):
     mnist = _write_mnist(tmp_path / "mnist")
     params = dict(data=f"moving_mnist_digits:{mnist}", image_size=16, context=2, predict=2, hid_s=8, hid_t=16,
-                  n_t=1, batch_size=4, steps=4, log_every=1, progress=False, threads=1, out=str(tmp_path / "run"))
+                  n_t=1, decoder=decoder, batch_size=4, steps=4, log_every=1, progress=False, threads=1,
+                  out=str(tmp_path / "run"))
     model, records = train_simvp(params)
     assert [r["step"] for r in records] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in records)
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ckpt["kind"] == "simvp" and ckpt["step"] == 4 and ckpt["stopped_by"] == "steps"
     loaded, cfg = load_simvp(tmp_path / "run")
     x = torch.rand(1, 2, 1, 16, 16) * 2 - 1
-    assert torch.equal(loaded(x), model(x)) and cfg.context == 2
+    assert torch.equal(loaded(x), model(x)) and cfg.context == 2 and cfg.decoder == loaded.decoder == decoder
     with pytest.raises(FileExistsError, match="overwrite=true"):
         train_simvp(params)
     report = evaluate_run(tmp_path / "run", context=2, predict=3, videos=3, progress=False)

@@ -130,3 +130,13 @@ def test_cached_reader_is_keyed_by_its_digits_and_survives_a_damaged_file(tmp_pa
     with pytest.warns(UserWarning, match="unreadable cached digit reader"):
         legibility.cached_digit_reader(train_set, sequences=8, steps=3, root=cache, progress=False)
     assert legibility.cached_digit_reader(train_set, sequences=8, steps=3, root=cache, progress=False)[1] == path
+
+
+def test_a_report_names_paths_under_the_working_directory_relatively(tmp_path, monkeypatch):
+    """A committed report must not carry one machine's absolute paths: the digit reader under the working
+    directory is named ``runs/...``; a path elsewhere stays absolute."""
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert evaluate._shown(tmp_path / "work" / "runs" / "reader.pt") == str(Path("runs") / "reader.pt")
+    assert evaluate._shown(Path("runs/reader.pt")) == str(Path("runs") / "reader.pt")
+    assert evaluate._shown(tmp_path / "elsewhere.pt") == str((tmp_path / "elsewhere.pt").resolve())

@@ -37,6 +37,38 @@ def test_notebooks_are_stored_clean():
                 assert not cell.get("outputs") and cell.get("execution_count") is None, f"{path.name} has outputs"
 
 
+def _section_numbers(path):
+    import json
+    import re
+
+    nb = json.loads(path.read_text())
+    return [int(m.group(1)) for c in nb["cells"] if c["cell_type"] == "markdown"
+            for m in re.finditer(r"^## (\d+)\. ", "".join(c["source"]), re.M)]
+
+
+def test_sections_are_numbered_in_order_and_references_to_them_exist():
+    """Each chapter's '## N.' sections run 1, 2, 3, ...; every 'notebook 04 §10' / 'notebooks/05, section 4'
+    in the library, scripts, docs, README, notebooks and tests names a section that exists."""
+    import re
+
+    root = NOTEBOOKS[0].parent.parent
+    sections = {p.name[:2]: _section_numbers(p) for p in NOTEBOOKS}
+    for name, numbers in sections.items():
+        assert numbers == list(range(1, len(numbers) + 1)), f"notebook {name}: sections numbered {numbers}"
+    ref = re.compile(r"notebooks?[/ ](\d\d)\b[^§\n]{0,4}(?:§ ?|sections? )(\d+)")
+    files = [*root.glob("minivgpt/*.py"), *root.glob("scripts/*.py"), *root.glob("docs/*.md"), root / "README.md",
+             *NOTEBOOKS, *SOLUTIONS, *root.glob("tests/*.py")]
+    found = 0
+    for path in files:
+        for m in ref.finditer(path.read_text()):
+            found += 1
+            assert int(m.group(2)) in sections.get(m.group(1), []), (
+                f"{path.relative_to(root)}: '{m.group(0)}' names a section notebook {m.group(1)} does not have "
+                f"(it has {sections.get(m.group(1))})"
+            )
+    assert found >= 10, f"only {found} section references found: has the pattern stopped matching?"
+
+
 def test_papermill_reads_every_parameter():
     """papermill parses the parameters cell line by line and skips (with only a log warning) a line with more
     than one '=' (one in a comment is enough); such a parameter is then missing from `papermill
