@@ -317,6 +317,16 @@ def check_ranges(values: dict[str, Any], ranges: dict[str, tuple[Any, str]]) -> 
             raise ValueError(f"parameter {key}={values[key]!r} is out of range: must be {valid}")
 
 
+def check_choices(values: dict[str, Any], choices: dict[str, tuple[str, ...]]) -> None:
+    """Raise ``ValueError`` naming the key, the value and the valid choices for the first value not among them.
+
+    ``choices`` maps a key to its valid values, e.g. ``{"amp": ("auto", "bf16", "off")}``.
+    """
+    for key, valid in choices.items():
+        if values[key] not in valid:
+            raise ValueError(f"parameter {key}={values[key]!r}: choose one of {', '.join(valid)}")
+
+
 # key -> (test, valid range in words); every numeric setting of training is checked before anything runs
 _RANGES: dict[str, tuple[Any, str]] = {
     "image_size": (lambda v: v >= 1, ">= 1"),
@@ -370,9 +380,7 @@ def validate(cfg: Config) -> None:
     """Reject settings that cannot work with a message naming the key, the value and what is valid."""
     params = cfg.to_params()
     check_ranges(params, _RANGES)
-    for key, choices in _CHOICES.items():
-        if params[key] not in choices:
-            raise ValueError(f"parameter {key}={params[key]!r}: choose one of {', '.join(choices)}")
+    check_choices(params, _CHOICES)
     m, t = cfg.model, cfg.train
     if m.width % m.heads:
         raise ValueError(f"width={m.width} must be divisible by heads={m.heads}")

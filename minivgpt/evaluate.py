@@ -203,8 +203,8 @@ class Forecaster:
 def _shown(path: Path) -> str:
     """``path`` as a report names it: relative to the working directory when inside it (``runs/...``), so a
     committed report does not carry one machine's absolute paths; otherwise absolute."""
-    path = Path(path).resolve()
-    return str(path.relative_to(Path.cwd().resolve())) if path.is_relative_to(Path.cwd().resolve()) else str(path)
+    path, here = Path(path).resolve(), Path.cwd().resolve()
+    return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
 
 
 def evaluate_run(

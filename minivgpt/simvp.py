@@ -46,7 +46,7 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from . import checkpoint, optim
-from .config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_ranges, dataclass_from_params, parse_cli
+from .config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_choices, check_ranges, dataclass_from_params, parse_cli
 from .data import make_dataset
 from .hardware import resolve_device, set_threads
 
@@ -99,8 +99,7 @@ def simvp_config(params: dict[str, Any] | None = None) -> SimVPConfig:
     check_ranges(cfg.to_params(), {**ranges, "steps": NON_NEGATIVE, "minutes": NON_NEGATIVE, "lr": POSITIVE})
     if cfg.image_size % 4:
         raise ValueError(f"parameter image_size={cfg.image_size} must be divisible by 4 (the encoder downsamples 4x)")
-    if cfg.decoder not in DECODERS:
-        raise ValueError(f"parameter decoder={cfg.decoder!r} is not one of {DECODERS}")
+    check_choices(cfg.to_params(), {"decoder": DECODERS})
     if cfg.hid_s % 4 or cfg.hid_t % 8:
         raise ValueError(f"hid_s={cfg.hid_s} must be divisible by 4 and hid_t={cfg.hid_t} by 8 (group norm)")
     return cfg

@@ -156,7 +156,7 @@ def test_warp_simvp_chains_its_moves_from_the_last_context_frame():
     for k in range(4):
         assert torch.allclose(out[:, k, :, k + 1 :], context[:, -1, :, : 15 - k], atol=1e-5)
     assert model(context).shape == (2, 4, 1, 16, 16)
-    with pytest.raises(ValueError, match="decoder='flow' is not one of"):
+    with pytest.raises(ValueError, match="parameter decoder='flow': choose one of pixels, warp"):
         simvp_config({"decoder": "flow"})
 
 
