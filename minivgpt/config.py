@@ -90,6 +90,8 @@ class TrainConfig:
     ckpt_every: int = 200
     progress: bool = True
     threads: int = 0  # CPU threads; 0 = measured at start-up (1 or torch's default, whichever is faster)
+    prefetch: str = "auto"  # auto (on for CUDA) | on | off: draw the next step's batch on a thread while this
+    #                         step trains (the same batches: each is a pure function of (seed, step))
 
 
 @dataclass
@@ -373,6 +375,7 @@ _CHOICES = {
     "head": ("linear", "mlp"),
     "amp": ("auto", "bf16", "off"),
     "parallel": ("ddp", "fsdp"),
+    "prefetch": ("auto", "on", "off"),
 }
 
 

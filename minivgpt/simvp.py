@@ -81,6 +81,7 @@ class SimVPConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads; 0 = measured at start-up (hardware.set_threads)
+    prefetch: str = "auto"  # auto (on for CUDA) | on | off: the next batch drawn on a thread (train.Batches)
     log_every: int = 10
     ckpt_every: int = 200
     progress: bool = True
@@ -99,7 +100,7 @@ def simvp_config(params: dict[str, Any] | None = None) -> SimVPConfig:
     check_ranges(cfg.to_params(), {**ranges, "steps": NON_NEGATIVE, "minutes": NON_NEGATIVE, "lr": POSITIVE})
     if cfg.image_size % 4:
         raise ValueError(f"parameter image_size={cfg.image_size} must be divisible by 4 (the encoder downsamples 4x)")
-    check_choices(cfg.to_params(), {"decoder": DECODERS})
+    check_choices(cfg.to_params(), {"decoder": DECODERS, "prefetch": ("auto", "on", "off")})
     if cfg.hid_s % 4 or cfg.hid_t % 8:
         raise ValueError(f"hid_s={cfg.hid_s} must be divisible by 4 and hid_t={cfg.hid_t} by 8 (group norm)")
     return cfg
@@ -226,7 +227,7 @@ def predict(model: SimVP, context: torch.Tensor, horizon: int) -> torch.Tensor:
 def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: Any) -> tuple[SimVP, list[dict]]:
     """Train a :class:`SimVP` on ``cfg.data`` (the training split of real data); returns the model (eval mode)
     and the logged records. Writes ``out/last.pt`` and ``out/metrics.jsonl``."""
-    from .train import sample_batch  # the same (seed, step) -> batch rule as VideoGPT training
+    from .train import Batches, sample_batch  # the same (seed, step) -> batch rule as VideoGPT training
 
     params = cfg.to_params() if isinstance(cfg, SimVPConfig) else dict(cfg or {})
     cfg = simvp_config({**params, **overrides})
@@ -263,9 +264,11 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
     bar = tqdm(range(cfg.steps), desc="simvp", disable=not cfg.progress)
     model.train()
     done, stopped_by = 0, "steps"
+    ahead = cfg.prefetch == "on" or (cfg.prefetch == "auto" and device.type == "cuda")
+    batches = Batches(lambda s: sample_batch(dataset, s, cfg.batch_size, frames, cfg.seed, slice(None)), cfg.steps,
+                      ahead)
     for step in bar:
-        video, _, _ = sample_batch(dataset, step, cfg.batch_size, frames, cfg.seed, slice(None))
-        video = video.to(device)
+        video = batches(step)[0].to(device)
         lr_step = optim.schedule_step(step, cfg.steps, time.perf_counter() - t0, budget)  # as minivgpt.train
         lr = optim.lr_at(lr_step, cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         optim.set_lr(opt, lr)
@@ -294,6 +297,7 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
         if done % cfg.ckpt_every == 0 and done < cfg.steps:
             save(done, wall, "checkpoint")
     bar.close()
+    batches.close()
     save(done, time.perf_counter() - t0, stopped_by)
     return model.eval(), records
 

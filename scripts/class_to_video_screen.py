@@ -8,8 +8,9 @@ classifier trained on real videos and from the pixels (``metrics.object_count`` 
 
 Options: ``run=`` (backbone, default runs/pretrain), ``seed=``, ``steps=``, ``cfg=1,3`` (guidance scales);
 any of ``lr``, ``cond_lr_mult``, ``prior_weight``, ``prior_t_max``, ``prior_zero_share``, ``animate_prob``,
-``text_prob``, ``history_noise``, ``clips`` of :func:`minivgpt.generation.finetune_conditional` (``clips=4``: whole
-8-frame videos instead of 2-clip crops; ``clips=1``: single clips, every sample a clip drawn from nothing);
+``text_prob``, ``history_noise``, ``cond_drop`` (``0``: the label is never dropped, so guidance above 1 has no
+unconditional model to push from), ``clips`` of :func:`minivgpt.generation.finetune_conditional` (``clips=4``:
+whole 8-frame videos instead of 2-clip crops; ``clips=1``: single clips, every sample a clip drawn from nothing);
 ``crop=first`` starts every crop at the video's first frame (``crop=random``, the default: anywhere);
 ``label=clip`` puts the label in as a learned clean clip before the video (initialised to its class's mean
 first clip) on top of the adaLN vector, a stronger path than the vector alone, so the first clip is drawn as
@@ -36,7 +37,7 @@ from minivgpt.train import load_run
 
 FINETUNE = {"lr": float, "cond_lr_mult": float, "prior_weight": float, "animate_prob": float,
             "text_prob": float, "history_noise": float, "clips": int, "prior_t_max": float,
-            "prior_zero_share": float}
+            "prior_zero_share": float, "cond_drop": float}
 
 
 def finetune_label_clip(model, tok, videos, labels, num_classes, F, steps, seed, lr=1e-3, prior_weight=1.0):

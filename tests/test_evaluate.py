@@ -182,6 +182,9 @@ def test_simvp_trains_saves_and_evaluates(tmp_path, decoder):
     loaded, cfg = load_simvp(tmp_path / "run")
     x = torch.rand(1, 2, 1, 16, 16) * 2 - 1
     assert torch.equal(loaded(x), model(x)) and cfg.context == 2 and cfg.decoder == loaded.decoder == decoder
+    if decoder == "pixels":  # the next batch drawn on a thread (prefetch=on; auto turns it on for CUDA): same run
+        ahead, _ = train_simvp(params, prefetch="on", out=str(tmp_path / "ahead"))
+        assert all(torch.equal(a, b) for a, b in zip(ahead.state_dict().values(), model.state_dict().values()))
     with pytest.raises(FileExistsError, match="overwrite=true"):
         train_simvp(params)
     report = evaluate_run(tmp_path / "run", context=2, predict=3, videos=3, progress=False)

@@ -251,3 +251,40 @@ def test_backbone_folders_default_chain_and_a_missing_run(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "last.pt").write_bytes(b"")
     assert backbone_folders(str(tmp_path / "mine")) == [tmp_path / "mine"]
+
+
+def test_gpu_script_runs_notebook08_moving_mnist_recipe():
+    """scripts/gpu_run.sh (RECIPE=anchor) trains with notebook 08's papermill command for Moving MNIST, parameter
+    for parameter (apart from where it writes and for how long), and every one of them is a valid config value;
+    RECIPE=short differs from it only by 4-frame videos, a larger batch, and its own step and checkpoint counts."""
+    import json
+    import os
+    import re
+    import shlex
+    import subprocess
+
+    from minivgpt.config import from_params, parse_cli
+
+    cells = json.loads(NB08.read_text())["cells"]
+    md = next("".join(c["source"]) for c in cells if "runs/mm_gpu.ipynb" in "".join(c["source"]))
+    command = re.search(r"papermill notebooks/08\S* runs/mm_gpu\.ipynb(.*?)\n(?!\s)", md, re.S).group(1)
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[::3] == ["-p"] * (len(words) // 3) and len(words) % 3 == 0, words
+    notebook = dict(zip(words[1::3], words[2::3]))
+
+    def recipe(name: str) -> dict[str, str]:
+        env = {**os.environ, "RECIPE": name, "DRY": "1", "MNIST": "data/mnist", "TRAIN_MINUTES": "6.5"}
+        root = NB08.parent.parent
+        out = subprocess.run(["bash", str(root / "scripts" / "gpu_run.sh")], env=env, cwd=root, check=True,
+                             capture_output=True, text=True).stdout
+        return parse_cli(out.split())
+
+    anchor, short = recipe("anchor"), recipe("short")
+    where = {"out", "minutes", "overwrite", "log_every", "ckpt_every", "progress", "device"}
+    assert set(anchor) - where == set(notebook) - {"out"}, set(anchor) ^ set(notebook)
+    same = {k: v for k, v in notebook.items() if k != "out"}  # values as the config reads them (0.001 == 1e-3)
+    assert from_params({k: anchor[k] for k in same}) == from_params(same)
+    from_params(anchor)  # every name and value of the script's command is the config's
+    differ = {k for k in anchor.keys() | short.keys() if anchor.get(k) != short.get(k)}
+    assert differ == {"clips", "batch_size", "steps", "ckpt_every"}, differ
+    assert (int(short["clips"]), int(short["batch_size"])) == (2, 128)

@@ -180,3 +180,44 @@ def test_schedule_step_follows_steps_or_the_clock_whichever_is_further():
     assert schedule_step(10, 100, elapsed_s=30.0, budget_s=60.0) == 50  # half the time spent
     assert schedule_step(80, 100, elapsed_s=30.0, budget_s=60.0) == 80  # the steps are further along
     assert schedule_step(10, 100, elapsed_s=120.0, budget_s=60.0) == 100  # past the budget: fully annealed
+
+
+def test_batches_drawn_ahead_are_the_batches_drawn_in_step():
+    """train.Batches: drawn one step ahead on a thread, the batches and their order are those of the plain loop;
+    a step asked out of order is still its own batch, and a draw's error reaches the caller."""
+    from minivgpt.train import Batches
+
+    calls = []
+
+    def draw(step):
+        calls.append(step)
+        if step == 7:
+            raise ValueError("step 7 cannot be drawn")
+        return torch.full((2,), float(step))
+
+    ahead = Batches(draw, last=5, ahead=True)
+    got = [ahead(s)[0].item() for s in (0, 1, 2, 4, 3)]
+    ahead.close()
+    assert got == [0, 1, 2, 4, 3]
+    assert 5 not in calls  # nothing is drawn past `last`
+    with pytest.raises(ValueError, match="step 7"):
+        Batches(draw, last=10, ahead=True)(7)
+    plain = Batches(draw, last=5, ahead=False)
+    assert [plain(s)[0].item() for s in range(3)] == [0, 1, 2]
+
+
+def test_prefetch_trains_the_same_run(tmp_path):
+    """prefetch=on (the next step's batch drawn on a thread; auto turns it on for CUDA) trains bit for bit the run
+    of prefetch=off, through a progressive schedule with a random-cut stage, and a budget-free stop_after."""
+    from tiny import assert_same_params
+
+    kw = dict(TINY, steps=6, stages="2x2:2,6/1-3:*", ckpt_every=100)
+    off = train(kw, prefetch="off", out=str(tmp_path / "off"))
+    on = train(kw, prefetch="on", out=str(tmp_path / "on"))
+    assert_same_params(tmp_path / "off" / "last.pt", tmp_path / "on" / "last.pt")
+    assert [r["loss"] for r in off.records] == [r["loss"] for r in on.records]
+    train(kw, prefetch="on", stop_after=3, out=str(tmp_path / "part"))
+    part = train(kw, prefetch="on", resume=True, out=str(tmp_path / "part"))
+    assert torch.equal(params(part.model), params(on.model))
+    with pytest.raises(ValueError, match="prefetch='yes'.*auto, on, off"):
+        train(kw, prefetch="yes", out=str(tmp_path / "bad"))
