@@ -113,7 +113,7 @@ def recipe_figure() -> Path | None:
 
 # Moving MNIST readings whose legibility the figure draws: committed evaluate JSONs (docs/results) and labels
 MNIST_LEGIBLE = {
-    "mnist_cpu_simvp_eval.json": "SimVP-style baseline",
+    "mnist_cpu_simvp_nt8_eval.json": "SimVP-style baseline (seed 0)",
     "mnist_cpu_videogpt_latent_k2_t0_eval.json": "VideoGPT (latents, 4-frame videos): forecast from the origin",
     "mnist_cpu_videogpt_latent_k2_mean_eval.json": "the same network: mean forecast",
     "mnist_cpu_videogpt_latent_k2_eval.json": "the same network: one sample",

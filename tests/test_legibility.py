@@ -93,6 +93,12 @@ def test_evaluate_reports_legibility_on_labelled_digits(tmp_path, monkeypatch):
     assert cached.stat().st_mtime_ns == stamp  # read, not retrained
     assert again["rows"]["model"]["legible"] == rows["model"]["legible"]
     assert again["legibility_truth"] == report["legibility_truth"]
+    # one instrument for every run: a run trained with another seed is read by the same cached reader
+    train_simvp({**params, "seed": 1, "out": str(tmp_path / "run1")})
+    other_seed = evaluate.evaluate_run(tmp_path / "run1", context=2, predict=2, videos=4, progress=False,
+                                       pictures=False, out=tmp_path / "e1")
+    assert other_seed["digit_reader"] == report["digit_reader"]
+    assert other_seed["data_seed"] == report["data_seed"] + 1  # its held-out sequences are still its own
     # digits without their label file (like the fixed test file): no legibility, the rest unchanged
     unlabelled = tmp_path / "u"
     unlabelled.mkdir()
