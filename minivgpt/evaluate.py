@@ -251,7 +251,7 @@ def evaluate_run(
     dataset = make_dataset(spec, context + predict, model.image_size, videos, data_seed, split=split, **kw)
     n = min(videos, len(dataset))
     n_samples = samples if model.stochastic else 1
-    reader, reader_path, no_reading = _digit_reader(spec, context + predict, model, dataset, progress)
+    reader, reader_path, no_reading = _digit_reader(spec, context + predict, dataset, progress)
     keys = (*METRICS, "legible") if reader is not None else METRICS
     truth_legible = []
     names = ["copy_last", "constant_velocity", "blank"]
@@ -332,10 +332,10 @@ def _scores(pred: torch.Tensor, truth: torch.Tensor, where: tuple | None) -> dic
     return out
 
 
-def _digit_reader(spec: str, frames: int, model: Forecaster, dataset, progress: bool):
+def _digit_reader(spec: str, frames: int, dataset, progress: bool):
     """``(reader, path, None)``: the cached :class:`minivgpt.legibility.DigitReader` of the training split of
     ``spec`` when the evaluation data are Moving MNIST digits with labels at their canvas size; else
-    ``(None, None, why not)``."""
+    ``(None, None, why not)``. The reader depends on the data alone, not on the run being read."""
     from .data import MovingMNISTDigits
 
     if not isinstance(dataset, MovingMNISTDigits):
@@ -347,7 +347,7 @@ def _digit_reader(spec: str, frames: int, model: Forecaster, dataset, progress: 
     if dataset.image_size != dataset.canvas:
         return None, None, (f"the run works at {dataset.image_size}x{dataset.image_size}; the digit reader "
                             f"reads digits on the {dataset.canvas}x{dataset.canvas} canvas")
-    train_set = make_dataset(spec, frames, model.image_size, READER["sequences"], READER["seed"], split="train")
+    train_set = make_dataset(spec, frames, dataset.image_size, READER["sequences"], READER["seed"], split="train")
     reader, path = legibility.cached_digit_reader(
         train_set, READER["sequences"], READER["steps"], seed=READER["seed"], root=READER["root"], progress=progress
     )

@@ -160,8 +160,8 @@ class SimVP(nn.Module):
     ``decoder="pixels"`` draws the future frames; ``"warp"`` moves the last context frame's pixels along chained
     one-frame displacements and blends in a drawn appearance (see the module docstring)."""
 
-    def __init__(self, channels: int, context: int, predict: int, hid_s: int = 16, hid_t: int = 128, n_t: int = 8,
-                 decoder: str = "pixels"):
+    def __init__(self, channels: int, context: int, predict: int, hid_s: int = SimVPConfig.hid_s,
+                 hid_t: int = SimVPConfig.hid_t, n_t: int = SimVPConfig.n_t, decoder: str = SimVPConfig.decoder):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"decoder={decoder!r} is not one of {DECODERS}")

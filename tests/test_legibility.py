@@ -109,10 +109,10 @@ def test_evaluate_reports_legibility_on_labelled_digits(tmp_path, monkeypatch):
     assert "no label file" in other["legibility_absent"]
     assert "digits not read (no legibility)" in evaluate.format_table(other)
     # the other reasons, named: not Moving MNIST digits; digits resized off the reader's 64x64 canvas
-    none, _, why = evaluate._digit_reader("bouncing_balls", 4, None, BouncingBalls(num_samples=2, num_frames=4), False)
+    none, _, why = evaluate._digit_reader("bouncing_balls", 4, BouncingBalls(num_samples=2, num_frames=4), False)
     assert none is None and "is not moving_mnist_digits" in why
     resized = MovingMNISTDigits(root, num_samples=2, num_frames=2, image_size=32)
-    assert "32x32" in evaluate._digit_reader(f"moving_mnist_digits:{root}", 2, None, resized, False)[2]
+    assert "32x32" in evaluate._digit_reader(f"moving_mnist_digits:{root}", 2, resized, False)[2]
 
 
 def test_cached_reader_is_keyed_by_its_digits_and_survives_a_damaged_file(tmp_path):
