@@ -6,7 +6,9 @@ time by stacking the context frames' features on the channel axis (``(B, T*C', h
 residual convs on that, and a per-frame **decoder** (a transposed conv back to half resolution, fused
 with the encoder's half-resolution features of the last context frame, and a sub-pixel readout). All
 full-resolution work is in the first and last conv, which keeps a step cheap on a CPU. It is trained with the MSE of the
-predicted frames, so it predicts the mean future: sharp while the motion is certain, blurry after.
+predicted frames, so it predicts the mean future: sharp while the motion is certain, blurry after. ``l1_weight`` adds
+the L1 (PredRNN trains with L1 + L2), which pulls the empty background to exactly black where the MSE leaves a faint
+grey of hedged mass; ``ssim_weight`` adds ``1 - SSIM`` on pixels in [0, 1] (docs/results.md section 4 measures both).
 
 ``decoder="warp"`` changes only the readout: instead of drawing each future frame, it moves the pixels of the last
 context frame (the idea of Deep Voxel Flow, Liu et al. 2017). Per future frame k the readout gives a one-frame
@@ -45,7 +47,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from . import checkpoint, optim
+from . import checkpoint, metrics, optim
 from .config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_choices, check_ranges, dataclass_from_params, parse_cli
 from .data import make_dataset
 from .hardware import resolve_device, set_threads
@@ -79,6 +81,8 @@ class SimVPConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.05
     grad_clip: float = 1.0
+    l1_weight: float = 0.0  # the loss adds l1_weight * L1 of the predicted frames (PredRNN trains with L1 + L2)
+    ssim_weight: float = 0.0  # ... and ssim_weight * (1 - SSIM) (metrics.ssim: gaussian window, pixels in [0, 1])
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads; 0 = measured at start-up (hardware.set_threads)
@@ -98,7 +102,8 @@ def simvp_config(params: dict[str, Any] | None = None) -> SimVPConfig:
     cfg = dataclass_from_params(SimVPConfig, params)
     names = ("context", "predict", "hid_s", "hid_t", "n_t", "batch_size", "image_size", "log_every", "ckpt_every")
     ranges = {name: AT_LEAST_1 for name in names}
-    check_ranges(cfg.to_params(), {**ranges, "steps": NON_NEGATIVE, "minutes": NON_NEGATIVE, "lr": POSITIVE})
+    check_ranges(cfg.to_params(), {**ranges, "steps": NON_NEGATIVE, "minutes": NON_NEGATIVE, "lr": POSITIVE,
+                                   "l1_weight": NON_NEGATIVE, "ssim_weight": NON_NEGATIVE})
     if cfg.image_size % 4:
         raise ValueError(f"parameter image_size={cfg.image_size} must be divisible by 4 (the encoder downsamples 4x)")
     check_choices(cfg.to_params(), {"decoder": DECODERS, "prefetch": ("auto", "on", "off")})
@@ -273,7 +278,11 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
         lr_step = optim.schedule_step(step, cfg.steps, time.perf_counter() - t0, budget)  # as minivgpt.train
         lr = optim.lr_at(lr_step, cfg.lr, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         optim.set_lr(opt, lr)
-        loss = F.mse_loss(model(video[:, : cfg.context]), video[:, cfg.context :])
+        pred, target = model(video[:, : cfg.context]), video[:, cfg.context :]
+        mse = F.mse_loss(pred, target)
+        loss = mse + cfg.l1_weight * F.l1_loss(pred, target) if cfg.l1_weight else mse
+        if cfg.ssim_weight:
+            loss = loss + cfg.ssim_weight * (1 - metrics.ssim((pred + 1) / 2, (target + 1) / 2, data_range=1.0))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
@@ -287,7 +296,8 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
         wall = time.perf_counter() - t0
         over = wall > budget
         if done % cfg.log_every == 0 or done == cfg.steps or over:
-            rec = {"step": done, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm, "wall_s": round(wall, 2)}
+            rec = {"step": done, "loss": loss.item(), "mse": mse.item(), "lr": lr, "grad_norm": grad_norm,
+                   "wall_s": round(wall, 2)}
             records.append(rec)
             checkpoint.append_jsonl(out / "metrics.jsonl", rec)
             bar.set_postfix(loss=f"{loss.item():.4f}")

@@ -6,7 +6,9 @@ classifier trained on real videos and from the pixels (``metrics.object_count`` 
 ``metrics.horizontal_drift``), the same readings as the notebook's tables. About 6 minutes on one thread
 (12 with ``label=clip``) instead of the notebook's 8.5, for sorting ideas before a 3-seed notebook run.
 
-Options: ``run=`` (backbone, default runs/pretrain), ``seed=``, ``steps=``, ``cfg=1,3`` (guidance scales);
+Options: ``run=`` (backbone, default runs/pretrain), ``seed=``, ``steps=``, ``cfg=1,3`` (guidance scales),
+``videos=`` (the fine-tuning bank, default 1,024 as in the notebook; the classifier always trains on the first
+1,024);
 any of ``lr``, ``cond_lr_mult``, ``prior_weight``, ``prior_t_max``, ``prior_zero_share``, ``animate_prob``,
 ``text_prob``, ``history_noise``, ``cond_drop`` (``0``: the label is never dropped, so guidance above 1 has no
 unconditional model to push from), ``clips`` of :func:`minivgpt.generation.finetune_conditional` (``clips=4``:
@@ -103,15 +105,17 @@ def main(argv: list[str]) -> None:
     if any("=" not in a for a in argv):
         raise SystemExit(__doc__)
     opts = dict(a.split("=", 1) for a in argv)
-    unknown = set(opts) - {"run", "seed", "steps", "cfg", "label", "crop", *FINETUNE}
+    unknown = set(opts) - {"run", "seed", "steps", "cfg", "label", "crop", "videos", *FINETUNE}
     if unknown:
-        known = ", ".join(["run", "seed", "steps", "cfg", "label", "crop", *FINETUNE])
+        known = ", ".join(["run", "seed", "steps", "cfg", "label", "crop", "videos", *FINETUNE])
         raise SystemExit(f"unknown options {sorted(unknown)}; known: {known}")
     if opts.get("crop", "random") not in ("random", "first"):
         raise SystemExit(f"crop={opts['crop']}: use crop=random (the default) or crop=first")
     if opts.get("label", "vector") not in ("vector", "clip"):
         raise SystemExit(f"label={opts['label']}: use label=vector (the default) or label=clip")
-    seed, steps = int(opts.get("seed", 1)), int(opts.get("steps", 1000))
+    seed, steps, n_videos = int(opts.get("seed", 1)), int(opts.get("steps", 1000)), int(opts.get("videos", 1024))
+    if n_videos < 1024:
+        raise SystemExit(f"videos={n_videos}: use at least 1024 (the classifier trains on the first 1,024)")
     kw = {"lr": 1e-3, "prior_weight": 1.0} | {k: f(opts[k]) for k, f in FINETUNE.items() if k in opts}
     if opts.get("label") == "clip" and (set(kw) - {"lr", "prior_weight"} or "crop" in opts):
         raise SystemExit("label=clip takes lr= and prior_weight= only")
@@ -121,11 +125,11 @@ def main(argv: list[str]) -> None:
     model, tok, cfg = load_run(run)  # a run without a checkpoint is an error, not a quietly trained stand-in
     print(f"loaded the run in {run} | {torch.backends.cpu.get_cpu_capability()} | {opts}")
     F, size = cfg.train.frames_per_clip, cfg.data.image_size
-    train_set = BouncingBalls(1024, 4 * F, size, 1, 3, seed=seed + 200)  # notebook 06's videos
-    train_b = video_batch(train_set, range(1024))
+    train_set = BouncingBalls(n_videos, 4 * F, size, 1, 3, seed=seed + 200)  # notebook 06's videos (1,024)
+    train_b = video_batch(train_set, range(n_videos))  # sample i is a function of (seed, i): the first 1,024 agree
     test_b = video_batch(BouncingBalls(256, 4 * F, size, 1, 3, seed=seed + 201), range(256))
     nc = train_set.num_classes
-    clf = judge.train_classifier(train_b["video"], train_b["label"], nc, steps=400, seed=seed)
+    clf = judge.train_classifier(train_b["video"][:1024], train_b["label"][:1024], nc, steps=400, seed=seed)
     asked = torch.arange(nc).repeat_interleave(16)
     rows = {"real videos": scores(clf, test_b["video"], test_b["label"], F)}
     if opts.get("label") == "clip":

@@ -119,6 +119,9 @@ def test_simvp_shapes_and_config():
     with pytest.raises(ValueError, match="image_size=30 must be divisible by 4"):
         simvp_config({"image_size": "30"})
     assert simvp_config({"steps": "5", "minutes": "0.5"}).minutes == 0.5
+    for name in ("l1_weight", "ssim_weight"):
+        with pytest.raises(ValueError, match=name):
+            simvp_config({name: "-1"})
 
 
 def test_warp_moves_pixels_and_compose_chains_moves():
@@ -185,6 +188,16 @@ def test_simvp_trains_saves_and_evaluates(tmp_path, decoder):
     if decoder == "pixels":  # the next batch drawn on a thread (prefetch=on; auto turns it on for CUDA): same run
         ahead, _ = train_simvp(params, prefetch="on", out=str(tmp_path / "ahead"))
         assert all(torch.equal(a, b) for a, b in zip(ahead.state_dict().values(), model.state_dict().values()))
+        # l1_weight and ssim_weight add terms on the same prediction to the loss, and so change the update
+        extra = {}
+        for name, terms in {"l1": {"l1_weight": 0.5}, "ssim": {"ssim_weight": 2.0},
+                            "both": {"l1_weight": 0.5, "ssim_weight": 2.0}}.items():
+            other, rec = train_simvp(params, **terms, out=str(tmp_path / name))
+            assert rec[0]["mse"] == records[0]["loss"] == records[0]["mse"]  # the same start and batch
+            assert not torch.equal(other.readout[0].weight, model.readout[0].weight)
+            extra[name] = rec[0]["loss"] - rec[0]["mse"]
+        assert extra["l1"] > 0.05 and 0.05 < extra["ssim"] <= 4.0  # |error| ~ 1 at the start; 1 - SSIM <= 2
+        assert extra["both"] == pytest.approx(extra["l1"] + extra["ssim"], rel=1e-5)
     with pytest.raises(FileExistsError, match="overwrite=true"):
         train_simvp(params)
     report = evaluate_run(tmp_path / "run", context=2, predict=3, videos=3, progress=False)
