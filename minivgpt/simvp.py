@@ -280,7 +280,9 @@ def train_simvp(cfg: SimVPConfig | dict[str, Any] | None = None, **overrides: An
         optim.set_lr(opt, lr)
         pred, target = model(video[:, : cfg.context]), video[:, cfg.context :]
         mse = F.mse_loss(pred, target)
-        loss = mse + cfg.l1_weight * F.l1_loss(pred, target) if cfg.l1_weight else mse
+        loss = mse
+        if cfg.l1_weight:
+            loss = loss + cfg.l1_weight * F.l1_loss(pred, target)
         if cfg.ssim_weight:
             loss = loss + cfg.ssim_weight * (1 - metrics.ssim((pred + 1) / 2, (target + 1) / 2, data_range=1.0))
         opt.zero_grad(set_to_none=True)

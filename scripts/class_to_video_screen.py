@@ -40,6 +40,8 @@ from minivgpt.train import load_run
 FINETUNE = {"lr": float, "cond_lr_mult": float, "prior_weight": float, "animate_prob": float,
             "text_prob": float, "history_noise": float, "clips": int, "prior_t_max": float,
             "prior_zero_share": float, "cond_drop": float}
+OPTIONS = ("run", "seed", "steps", "cfg", "label", "crop", "videos", *FINETUNE)
+BANK = 1024  # notebook 06's training videos; the classifier always trains on these, the fine-tuning on videos=
 
 
 def finetune_label_clip(model, tok, videos, labels, num_classes, F, steps, seed, lr=1e-3, prior_weight=1.0):
@@ -105,17 +107,16 @@ def main(argv: list[str]) -> None:
     if any("=" not in a for a in argv):
         raise SystemExit(__doc__)
     opts = dict(a.split("=", 1) for a in argv)
-    unknown = set(opts) - {"run", "seed", "steps", "cfg", "label", "crop", "videos", *FINETUNE}
+    unknown = set(opts) - set(OPTIONS)
     if unknown:
-        known = ", ".join(["run", "seed", "steps", "cfg", "label", "crop", "videos", *FINETUNE])
-        raise SystemExit(f"unknown options {sorted(unknown)}; known: {known}")
+        raise SystemExit(f"unknown options {sorted(unknown)}; known: {', '.join(OPTIONS)}")
     if opts.get("crop", "random") not in ("random", "first"):
         raise SystemExit(f"crop={opts['crop']}: use crop=random (the default) or crop=first")
     if opts.get("label", "vector") not in ("vector", "clip"):
         raise SystemExit(f"label={opts['label']}: use label=vector (the default) or label=clip")
-    seed, steps, n_videos = int(opts.get("seed", 1)), int(opts.get("steps", 1000)), int(opts.get("videos", 1024))
-    if n_videos < 1024:
-        raise SystemExit(f"videos={n_videos}: use at least 1024 (the classifier trains on the first 1,024)")
+    seed, steps, n_videos = int(opts.get("seed", 1)), int(opts.get("steps", 1000)), int(opts.get("videos", BANK))
+    if n_videos < BANK:
+        raise SystemExit(f"videos={n_videos}: use at least {BANK} (the classifier trains on the first {BANK})")
     kw = {"lr": 1e-3, "prior_weight": 1.0} | {k: f(opts[k]) for k, f in FINETUNE.items() if k in opts}
     if opts.get("label") == "clip" and (set(kw) - {"lr", "prior_weight"} or "crop" in opts):
         raise SystemExit("label=clip takes lr= and prior_weight= only")
@@ -125,11 +126,11 @@ def main(argv: list[str]) -> None:
     model, tok, cfg = load_run(run)  # a run without a checkpoint is an error, not a quietly trained stand-in
     print(f"loaded the run in {run} | {torch.backends.cpu.get_cpu_capability()} | {opts}")
     F, size = cfg.train.frames_per_clip, cfg.data.image_size
-    train_set = BouncingBalls(n_videos, 4 * F, size, 1, 3, seed=seed + 200)  # notebook 06's videos (1,024)
-    train_b = video_batch(train_set, range(n_videos))  # sample i is a function of (seed, i): the first 1,024 agree
+    train_set = BouncingBalls(n_videos, 4 * F, size, 1, 3, seed=seed + 200)  # notebook 06's videos, and more
+    train_b = video_batch(train_set, range(n_videos))  # sample i is a function of (seed, i): the first BANK agree
     test_b = video_batch(BouncingBalls(256, 4 * F, size, 1, 3, seed=seed + 201), range(256))
     nc = train_set.num_classes
-    clf = judge.train_classifier(train_b["video"][:1024], train_b["label"][:1024], nc, steps=400, seed=seed)
+    clf = judge.train_classifier(train_b["video"][:BANK], train_b["label"][:BANK], nc, steps=400, seed=seed)
     asked = torch.arange(nc).repeat_interleave(16)
     rows = {"real videos": scores(clf, test_b["video"], test_b["label"], F)}
     if opts.get("label") == "clip":
