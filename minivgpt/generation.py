@@ -122,6 +122,9 @@ def finetune_conditional(
     prior_weight: float = 0.0,
     prior_t_max: float = 0.0,
     prior_zero_share: float = 0.0,
+    label_weight: float = 0.0,
+    label_t_max: float = 0.5,
+    label_scale: float = 100.0,
     seed: int = 0,
     log_every: int = 10,
 ) -> FinetuneResult:
@@ -144,6 +147,13 @@ def finetune_conditional(
     sampling path, where a first clip's count is decided (notebook 06, section 6); ``prior_zero_share`` of
     the term's clips then stay at t = 0, where the drift is read (without them it is lost there).
 
+    ``label_weight > 0`` adds a third term, weighted so, that teaches the network to *tell* the labels apart
+    rather than only to denoise with one: ``batch_size`` first clips, noised to a time drawn in ``[0,
+    label_t_max]``, are denoised without history under every label; the logits ``-label_scale * log(error)``
+    (the implicit classifier of :func:`condition_errors`) get a cross-entropy against the true label. With the
+    flow loss alone the label is worth about 1 % of the first clip's error, too little a signal to be learned
+    (notebook 06, section 6); this term's gradient is that difference itself.
+
     Args:
         labels: ``(M,)`` long; caption_ids: ``(M, L)`` from :meth:`~minivgpt.captions.Vocabulary.encode`.
     Returns:
@@ -155,6 +165,12 @@ def finetune_conditional(
         raise ValueError(f"prior_t_max={prior_t_max} must be in [0, 1) (0 = the prior term at pure noise only)")
     if not 0.0 <= prior_zero_share <= 1.0:
         raise ValueError(f"prior_zero_share={prior_zero_share} must be in [0, 1] (the prior term's share at t = 0)")
+    if label_weight < 0:
+        raise ValueError(f"label_weight={label_weight} must be >= 0 (0 = no label term)")
+    if not 0.0 <= label_t_max < 1.0:
+        raise ValueError(f"label_t_max={label_t_max} must be in [0, 1) (the label term's times: [0, label_t_max])")
+    if label_scale <= 0:
+        raise ValueError(f"label_scale={label_scale} must be > 0 (the logits are -label_scale * log(error))")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = copy.deepcopy(model).train().requires_grad_(True)
@@ -169,7 +185,7 @@ def finetune_conditional(
     if T < n_frames:
         raise ValueError(f"videos have {T} frames; clips * frames_per_clip = {n_frames} needs at least that many")
     firsts = None  # the prior term's targets: every video's first clip (M, F, N, D), encoded once
-    if prior_weight > 0:
+    if prior_weight > 0 or label_weight > 0:
         firsts = tokenizer.encode(videos[:, :frames_per_clip].contiguous(), frames_per_clip)[:, 0]
     records, run = [], 0.0
     for step in range(steps):
@@ -197,6 +213,16 @@ def finetune_conditional(
             noisy = add_noise(first[:, None], t0[:, None], noise[:, None])[:, 0]  # x_t (2B, F, N, D); noise at t=0
             pred = net.denoise(noisy, t0, None, cond_net(labels[j], caption_ids[j], text_j))
             loss = loss + prior_weight * (pred - first).pow(2).mean()
+        if label_weight > 0:  # every label on the same noisy first clips: a cross-entropy on their errors
+            j = torch.randint(len(videos), (batch_size,), generator=g)
+            first = firsts[j].repeat_interleave(num_classes, 0)  # (B * classes, F, N, D): clip b under label c
+            noise = torch.randn(firsts[j].shape, generator=g).to(first.device, first.dtype)
+            tl = (torch.rand(len(j), generator=g) * label_t_max).to(first.device, first.dtype)
+            noisy = add_noise(firsts[j][:, None], tl[:, None], noise[:, None])[:, 0].repeat_interleave(num_classes, 0)
+            every = torch.arange(num_classes, device=labels.device).repeat(len(j))
+            pred = net.denoise(noisy, tl.repeat_interleave(num_classes), None, cond_net(every))
+            err = (pred - first).pow(2).mean((1, 2, 3)).view(len(j), num_classes)
+            loss = loss + label_weight * nn.functional.cross_entropy(-label_scale * err.log(), labels[j].to(err.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(both.parameters(), 1.0)

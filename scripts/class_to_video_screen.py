@@ -11,7 +11,9 @@ Options: ``run=`` (backbone, default runs/pretrain), ``seed=``, ``steps=``, ``cf
 1,024);
 any of ``lr``, ``cond_lr_mult``, ``prior_weight``, ``prior_t_max``, ``prior_zero_share``, ``animate_prob``,
 ``text_prob``, ``history_noise``, ``cond_drop`` (``0``: the label is never dropped, so guidance above 1 has no
-unconditional model to push from), ``clips`` of :func:`minivgpt.generation.finetune_conditional` (``clips=4``:
+unconditional model to push from), ``label_weight``, ``label_t_max``, ``label_scale`` (a cross-entropy on the
+network's own per-label errors, teaching it to tell the labels apart), ``clips`` of
+:func:`minivgpt.generation.finetune_conditional` (``clips=4``:
 whole 8-frame videos instead of 2-clip crops; ``clips=1``: single clips, every sample a clip drawn from nothing);
 ``crop=first`` starts every crop at the video's first frame (``crop=random``, the default: anywhere);
 ``label=clip`` puts the label in as a learned clean clip before the video (initialised to its class's mean
@@ -39,7 +41,8 @@ from minivgpt.train import load_run
 
 FINETUNE = {"lr": float, "cond_lr_mult": float, "prior_weight": float, "animate_prob": float,
             "text_prob": float, "history_noise": float, "clips": int, "prior_t_max": float,
-            "prior_zero_share": float, "cond_drop": float}
+            "prior_zero_share": float, "cond_drop": float, "label_weight": float, "label_t_max": float,
+            "label_scale": float}
 OPTIONS = ("run", "seed", "steps", "cfg", "label", "crop", "videos", *FINETUNE)
 BANK = 1024  # notebook 06's training videos; the classifier always trains on these, the fine-tuning on videos=
 
