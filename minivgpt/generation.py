@@ -215,13 +215,11 @@ def finetune_conditional(
             loss = loss + prior_weight * (pred - first).pow(2).mean()
         if label_weight > 0:  # every label on the same noisy first clips: a cross-entropy on their errors
             j = torch.randint(len(videos), (batch_size,), generator=g)
-            first = firsts[j].repeat_interleave(num_classes, 0)  # (B * classes, F, N, D): clip b under label c
-            noise = torch.randn(firsts[j].shape, generator=g).to(first.device, first.dtype)
+            first = firsts[j]  # (B, F, N, D)
+            noise = torch.randn(first.shape, generator=g).to(first.device, first.dtype)
             tl = (torch.rand(len(j), generator=g) * label_t_max).to(first.device, first.dtype)
-            noisy = add_noise(firsts[j][:, None], tl[:, None], noise[:, None])[:, 0].repeat_interleave(num_classes, 0)
-            every = torch.arange(num_classes, device=labels.device).repeat(len(j))
-            pred = net.denoise(noisy, tl.repeat_interleave(num_classes), None, cond_net(every))
-            err = (pred - first).pow(2).mean((1, 2, 3)).view(len(j), num_classes)
+            noisy = add_noise(first[:, None], tl[:, None], noise[:, None])[:, 0]
+            err = _errors_under(net, first, noisy, tl, cond_net(torch.arange(num_classes, device=labels.device)))
             loss = loss + label_weight * nn.functional.cross_entropy(-label_scale * err.log(), labels[j].to(err.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -314,6 +312,19 @@ def first_clip_path(
     return clip, torch.stack(trace)
 
 
+def _errors_under(
+    model: VideoGPT, clip: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor, conds: torch.Tensor
+) -> torch.Tensor:
+    """Each clip's denoising error under each condition, in one batch: ``(B, K)``.
+
+    ``clip (B, F, N, D)`` clean, ``noisy`` its noised copy at times ``t (B,)``, denoised without history under
+    every row of ``conds (K, W)`` (row b * K + k of the batch: clip b under condition k).
+    """
+    B, K = clip.shape[0], conds.shape[0]
+    pred = model.denoise(noisy.repeat_interleave(K, 0), t.repeat_interleave(K), None, conds.repeat(B, 1))
+    return (pred - clip.repeat_interleave(K, 0)).pow(2).mean((1, 2, 3)).view(B, K)
+
+
 def _noised(first_clip: torch.Tensor, t: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``first_clip (B, F, N, D)`` noised to time ``t`` with seeded noise drawn on the CPU (the same on any
     device): ``(x_t (B, F, N, D), t (B,))``."""
@@ -342,9 +353,7 @@ def condition_errors(
     if conds.ndim != 2:
         raise ValueError(f"conds must be (K, W) condition embeddings, got shape {tuple(conds.shape)}")
     noisy, tt = _noised(first_clip, t, seed)
-    B = first_clip.shape[0]
-    errs = [(model.denoise(noisy, tt, None, c.expand(B, -1)) - first_clip).pow(2).mean((1, 2, 3)) for c in conds]
-    return torch.stack(errs, 1)
+    return _errors_under(model, first_clip, noisy, tt, conds)
 
 
 @torch.no_grad()
