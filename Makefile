@@ -19,9 +19,11 @@ demo: $(STAMP)
 	MINIVGPT_CI=0 $(BIN)/python -m minivgpt.demo
 
 # The shared backbone of notebooks 05-07: the demo's recipe on 1-3 balls (collisions), with its forecast report.
-# head=linear: the backbone every transfer figure was measured on (docs/results.md, "the output head").
+# head=linear batch_size=16 steps=1500: the backbone every transfer figure was measured on (docs/results.md,
+# "the output head"; the demo's batch became 8 later).
 pretrain: $(STAMP)
-	MINIVGPT_CI=0 $(BIN)/python -m minivgpt.demo max_balls=3 minutes=11 head=linear out=runs/pretrain overwrite=true
+	MINIVGPT_CI=0 $(BIN)/python -m minivgpt.demo max_balls=3 minutes=11 head=linear batch_size=16 steps=1500 \
+		out=runs/pretrain overwrite=true
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q

@@ -39,7 +39,12 @@ from .train import build_dataset, train
 # The recipe, measured on the demo's own data (fp32, seed 0, 64 held-out videos, 4-frame horizon, MSE /
 # copy-last MSE): 700 steps of batch 32, lr 1e-3: 0.83; 1,400 steps of batch 16 (the same samples), lr 1e-3:
 # 0.60; lr 2e-3 with 100 warmup steps: 0.57; lr 3e-3: 0.54 (ema_decay 0.99 instead: 0.55 at lr 2e-3).
-# More, smaller steps win within the budget; on a 2-core CPU without bf16 units about 1,200-1,500 fit.
+# More, smaller steps win within the budget. Batch 8 (16 until 2026-11-29): its step costs 0.59x batch 16's on a
+# native AVX2 CPU (2 threads: 0.36 against 0.61 s), so 9.5 minutes there hold about 1,550 steps instead of 910.
+# 8-frame forecast / constant velocity on that CPU, seeds 0 / 1 / 2: 1,550 steps of batch 8 0.81 / 0.66 / 0.85
+# against 910 of batch 16 0.88 / 0.65 / 0.81 (the same error), the ball's area at most 1.24 / 1.22 / 1.28x the
+# truth's against 1.29 / 1.29 / 1.34x (the shape kept more often); where the budget holds 2,500 steps of batch 8
+# (a CPU with AVX512) 0.62 against 0.63 and 0.78 for 1,500 of batch 16 (docs/results.md, "The batch").
 # head="mlp": a linear head draws every 8x8x3 patch (192 values) in a 128-dim subspace, and this network redrew the
 # true ball 1.33-1.36x too large with it; with an MLP head 1.17-1.23x (docs/results.md, "the output head").
 DEFAULTS = dict(
@@ -52,8 +57,8 @@ DEFAULTS = dict(
     heads=4,
     clips=4,
     frames_per_clip=2,
-    batch_size=16,
-    steps=1500,
+    batch_size=8,
+    steps=2500,
     lr=3e-3,
     warmup=100,
     ema_decay=0.995,
