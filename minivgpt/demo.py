@@ -44,7 +44,8 @@ from .train import build_dataset, train
 # 8-frame forecast / constant velocity on that CPU, seeds 0 / 1 / 2: 1,550 steps of batch 8 0.81 / 0.66 / 0.85
 # against 910 of batch 16 0.88 / 0.65 / 0.81 (the same error), the ball's area at most 1.24 / 1.22 / 1.28x the
 # truth's against 1.29 / 1.29 / 1.34x (the shape kept more often); where the budget holds 2,500 steps of batch 8
-# (a CPU with AVX512) 0.62 against 0.63 and 0.78 for 1,500 of batch 16 (docs/results.md, "The batch").
+# (a CPU with AVX512) 0.62 / 0.60 / 0.75, every target met, against 0.63 and 0.78 for 1,500 of batch 16 (seed 0;
+# docs/results.md, "The batch").
 # head="mlp": a linear head draws every 8x8x3 patch (192 values) in a 128-dim subspace, and this network redrew the
 # true ball 1.33-1.36x too large with it; with an MLP head 1.17-1.23x (docs/results.md, "the output head").
 DEFAULTS = dict(
