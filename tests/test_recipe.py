@@ -21,10 +21,10 @@ def test_every_variant_is_a_valid_config_that_differs_from_the_base():
         assert changed == set(keys) or name == "pixel", name
     assert set(recipe.RECIPE) <= set(recipe.VARIANTS) and recipe.RECIPE[0] == "pixel"
     # the base is the demo's recipe with the linear head and batch 16 the table was measured with
-    measured_with = {"head": "linear", "batch_size": 16, "steps": 1500}
+    measured_with = {"head": "linear", "batch_size": 16}
     assert {k for k in base if base[k] != from_params({**demo.DEFAULTS}).to_params()[k]} == set(measured_with)
     assert {**demo.DEFAULTS, **measured_with} == recipe.BASE
-    assert {**recipe.BASE, **recipe.VARIANTS["mlp_head"], "batch_size": 8, "steps": 2500} == demo.DEFAULTS
+    assert {**recipe.BASE, **recipe.VARIANTS["mlp_head"], "batch_size": 8} == demo.DEFAULTS
 
 
 def test_bad_parameters_are_named():
