@@ -42,7 +42,8 @@ class ModelConfig:
     precond: str = "none"  # none (the output is the clean estimate) | edm (skip from x_t + scaled output, EDM's)
     sigma_data: float = 0.0  # precond=edm: the clean tokens' spread; 0 = measured on the training data
     data_mean: float = 0.0  # precond=edm: the clean tokens' mean (measured with sigma_data=0)
-    head: str = "linear"  # linear (DiT's) | mlp (Linear-GELU-Linear, hidden mlp_ratio * width: not rank-limited)
+    head: str = "linear"  # linear (DiT's) | mlp (Linear-GELU-Linear, hidden head_hidden: not rank-limited)
+    head_hidden: int = 0  # head=mlp: the hidden width of its Linear-GELU-Linear; 0 = mlp_ratio * width
 
 
 @dataclass
@@ -340,6 +341,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "depth": (lambda v: v >= 1, ">= 1"),
     "heads": (lambda v: v >= 1, ">= 1"),
     "mlp_ratio": (lambda v: v > 0, "> 0"),
+    "head_hidden": (lambda v: v >= 0, ">= 0 (0 = mlp_ratio * width)"),
     "num_classes": (lambda v: v >= 0, ">= 0 (0 = unconditional)"),
     "rope_theta": (lambda v: v > 0, "> 0"),
     "sigma_data": (lambda v: v >= 0, ">= 0 (0 = measured on the training data)"),

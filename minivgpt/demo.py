@@ -40,30 +40,33 @@ from .train import build_dataset, train
 # copy-last MSE): 700 steps of batch 32, lr 1e-3: 0.83; 1,400 steps of batch 16 (the same samples), lr 1e-3:
 # 0.60; lr 2e-3 with 100 warmup steps: 0.57; lr 3e-3: 0.54 (ema_decay 0.99 instead: 0.55 at lr 2e-3).
 # More, smaller steps win within the budget. Batch 8 (16 until 2026-11-29): its step costs 0.59x batch 16's on a
-# native AVX2 CPU (2 threads: 0.36 against 0.61 s), so 9.5 minutes there hold about 1,550 steps instead of 910.
-# 8-frame forecast / constant velocity on that CPU, seeds 0 / 1 / 2: 1,550 steps of batch 8 0.81 / 0.66 / 0.85
-# against 910 of batch 16 0.88 / 0.65 / 0.81 (the same error), the ball's area at most 1.24 / 1.22 / 1.28x the
-# truth's against 1.29 / 1.29 / 1.34x (the shape kept more often); where the budget holds 2,500 steps of batch 8
-# (a CPU with AVX512) 0.62 / 0.60 / 0.75, every target met, against 0.63 and 0.78 for 1,500 of batch 16 (seed 0;
-# docs/results.md, "The batch").
-# head="mlp": a linear head draws every 8x8x3 patch (192 values) in a 128-dim subspace, and this network redrew the
-# true ball 1.33-1.36x too large with it; with an MLP head 1.17-1.23x (docs/results.md, "the output head").
+# native AVX2 CPU (2 threads: 0.36 against 0.61 s), so 9.5 minutes there hold about 1,550 steps instead of 910, with
+# the same error and the ball's shape kept more often (docs/results.md, "The batch").
+# A narrower network (width 96, MLP ratio 2, since 2026-11-29; 128 and 4 before): its step costs 0.61x (0.215 s), so
+# that CPU's budget holds about 2,540 steps. 8-frame forecast / constant velocity there, seeds 0 / 1 / 2, each at the
+# steps its budget holds (fixed counts, one thread): 0.76 / 0.56 / 0.69, every target met on every seed, against 0.81
+# / 0.66 / 0.85 for width 128 (the error target missed on 2 seeds). The MLP head keeps its hidden width of 4W = 384:
+# with mlp_ratio's 2W = 192 (the patch's 192 values) the ball came out 1.25-1.29x (docs/results.md, "The width").
+# head="mlp": a linear head draws every 8x8x3 patch (192 values) in a W-dim subspace, and the width-128 network
+# redrew the true ball 1.33-1.36x too large with it; with an MLP head 1.17-1.23x (docs/results.md, "the output head").
 DEFAULTS = dict(
     data="bouncing_balls",
     image_size=32,
     max_balls=1,
     patch_size=8,
-    width=128,
+    width=96,
     depth=4,
     heads=4,
+    mlp_ratio=2.0,
     clips=4,
     frames_per_clip=2,
     batch_size=8,
-    steps=2500,
+    steps=4000,
     lr=3e-3,
     warmup=100,
     ema_decay=0.995,
     head="mlp",
+    head_hidden=384,
     ckpt_every=100,
     log_every=20,
     threads=0,

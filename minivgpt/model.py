@@ -213,7 +213,7 @@ class VideoGPT(nn.Module):
         self.norm_out = nn.LayerNorm(W, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(W, 2 * W)
         if cfg.head == "mlp":  # a nonlinear head: a linear one of width W < D draws patches in a W-dim subspace
-            hidden = int(cfg.mlp_ratio * W)
+            hidden = cfg.head_hidden or int(cfg.mlp_ratio * W)
             self.out = nn.Sequential(nn.Linear(W, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, in_dim))
         else:
             self.out = nn.Linear(W, in_dim)

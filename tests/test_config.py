@@ -58,6 +58,7 @@ def test_defaults_are_valid():
         ("frames_per_clip", 0, ">= 1"),
         ("history_noise", 1.5, r"\[0, 1\]"),
         ("minutes", -1.0, ">= 0"),
+        ("head_hidden", -1, ">= 0"),
     ],
 )
 def test_out_of_range_values_name_key_value_and_range(key, value, valid):

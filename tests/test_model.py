@@ -102,6 +102,15 @@ def test_mlp_head_starts_at_zero_and_draws_outside_a_width_dim_subspace():
     assert ranks["linear"] <= W < ranks["mlp"], ranks
 
 
+def test_mlp_head_hidden_width():
+    """``head_hidden`` sets the MLP head's hidden width apart from the blocks'; 0 keeps mlp_ratio * width."""
+    for head_hidden, want in ((0, 32), (12, 12)):
+        m = VideoGPT(ModelConfig(width=8, depth=1, heads=1, mlp_ratio=4.0, head="mlp", head_hidden=head_hidden),
+                     in_dim=D, grid=(2, 2))
+        assert (m.out[0].out_features, m.out[-1].in_features) == (want, want)
+        assert m.blocks[0].mlp[0].out_features == 32
+
+
 def test_class_conditioning_hook():
     m = make_model(num_classes=4)
     noisy, clean, t = inputs()

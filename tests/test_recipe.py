@@ -20,11 +20,12 @@ def test_every_variant_is_a_valid_config_that_differs_from_the_base():
         changed = {k for k in params if params[k] != base[k]}
         assert changed == set(keys) or name == "pixel", name
     assert set(recipe.RECIPE) <= set(recipe.VARIANTS) and recipe.RECIPE[0] == "pixel"
-    # the base is the demo's recipe with the linear head and batch 16 the table was measured with
-    measured_with = {"head": "linear", "batch_size": 16}
+    # the base is the demo's recipe with the linear head, batch 16 and the network the table was measured with
+    measured_with = {"head": "linear", "head_hidden": 0, "batch_size": 16, "width": 128, "mlp_ratio": 4.0}
     assert {k for k in base if base[k] != from_params({**demo.DEFAULTS}).to_params()[k]} == set(measured_with)
     assert {**demo.DEFAULTS, **measured_with} == recipe.BASE
-    assert {**recipe.BASE, **recipe.VARIANTS["mlp_head"], "batch_size": 8} == demo.DEFAULTS
+    narrow = {"batch_size": 8, "width": 96, "mlp_ratio": 2.0, "head_hidden": 384}  # the demo's since 2026-11-29
+    assert {**recipe.BASE, **recipe.VARIANTS["mlp_head"], **narrow} == demo.DEFAULTS
 
 
 def test_bad_parameters_are_named():
