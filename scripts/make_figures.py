@@ -79,7 +79,8 @@ def horizon_figure() -> Path | None:
 
 
 # the demo's recipe on one ball at 4x the steps (docs/results.md, the row "one ball at 4x the steps")
-DEMO_X4 = "python -m minivgpt.demo head=linear batch_size=16 steps=6000 minutes=40 out=runs/demo_x4 threads=1"
+DEMO_X4 = ("python -m minivgpt.demo head=linear batch_size=16 width=128 mlp_ratio=4 steps=6000 minutes=40 "
+           "out=runs/demo_x4 threads=1")
 
 
 def horizon_demo_x4_figure() -> Path | None:
