@@ -6,10 +6,10 @@ and tabulate their 8-frame forecasts on held-out videos against the baselines (t
     python -m minivgpt.recipe minutes=4 seeds=0,1 variants=recipe threads=1 out=runs/recipe
     python -m minivgpt.recipe seeds=0,1 variants=pixel out=runs/recipe score_only=true euler=1,10,50
 
-Variants (each :data:`BASE`, the demo's DEFAULTS with the linear output head and batch 16 the table was first
-measured with, plus the keys in VARIANTS): ``pixel`` (patch 8 on 32x32 pixels), ``latent`` (the cached frame
-autoencoder, ``autoencoder=auto``, 4x down, patch 2: the same 16 tokens per frame), and the recipe rows
-(``variants=recipe`` is all of RECIPE): the velocity-weighted loss, EDM preconditioning, logit-normal t, no
+Variants (each :data:`BASE`, the demo's DEFAULTS with the linear output head, batch 16, width 128 and MLP ratio
+4 the table was first measured with, plus the keys in VARIANTS): ``pixel`` (patch 8 on 32x32 pixels), ``latent``
+(the cached frame autoencoder, ``autoencoder=auto``, 4x down, patch 2: the same 16 tokens per frame), and the
+recipe rows (``variants=recipe`` is all of RECIPE): the velocity-weighted loss, EDM preconditioning, logit-normal t, no
 history noise, progressive training with random cuts, width, depth, EMA decay, 12-frame and 4-frame
 training videos, and ``mlp_head`` (a nonlinear output head: the demo's default since it was measured at the
 demo's budget). Every run is scored twice: its forecast (row
