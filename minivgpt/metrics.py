@@ -10,6 +10,7 @@ Videos are ``(B, T, C, H, W)`` or ``(T, C, H, W)``; frame metrics accept any lea
 - Forecasting baselines: :func:`copy_last`, :func:`linear_extrapolation`, :func:`static_background`,
   :func:`constant_velocity` (object level); :func:`evaluate_forecast`, :func:`evaluate_all`.
 - Retrieval: :func:`recall_at_k`, :func:`retrieval_recalls`.
+- How far a score moves with the held-out sample: :func:`ratio_interval` (a paired bootstrap).
 - :func:`frechet_distance` between two feature sets (features of a small classifier trained here;
   this is not FVD).
 - Objects on a flat background: :func:`foreground`, :func:`foreground_area`, :func:`object_count`,
@@ -530,9 +531,6 @@ def evaluate_forecast(
     }
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Retrieval
-
 def baselines(context: torch.Tensor, horizon: int) -> dict[str, torch.Tensor]:
     """Every forecasting baseline of ``context (B, T, C, H, W)`` (or unbatched) over ``horizon`` frames:
     ``{"copy_last", "linear", "background", "constant_velocity", "blank"}`` -> ``(B, horizon, C, H, W)``
@@ -555,6 +553,43 @@ def evaluate_all(pred: torch.Tensor, context: torch.Tensor, target: torch.Tensor
     rows = {"model": pred, **baselines(context, target.shape[1])}
     return {name: evaluate_forecast(p, target, context=context) for name, p in rows.items()}
 
+
+def ratio_interval(
+    num: torch.Tensor, den: torch.Tensor, level: float = 0.9, draws: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """How far ``num.sum() / den.sum()`` moves with the sample: a paired percentile bootstrap.
+
+    Args:
+        num, den: ``(B,)`` paired per-sample scores, e.g. the per-video MSE of a model and of a baseline
+            on the same B held-out videos (``mse(pred, target, reduction="none").mean(1)``).
+        level: the central share of the resampled ratios to return (0.9: the 5th to the 95th percentile).
+        draws: resamples of B videos drawn with replacement (the same videos for ``num`` and ``den``).
+        seed: the resampling's seed, so a report is repeatable.
+    Returns:
+        ``(low, high)``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled ratio.
+        It says how much another set of B videos from the same distribution could move the ratio; it
+        says nothing about another training run.
+    """
+    if num.dim() != 1 or num.shape != den.shape:
+        raise ValueError(f"num and den must be paired 1-D scores (B,), got {tuple(num.shape)} and {tuple(den.shape)}")
+    if len(num) < 2:
+        raise ValueError(f"a bootstrap needs at least 2 samples, got {len(num)}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.9, got {level}")
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    if not float(den.sum()) > 0:
+        raise ValueError("den must have a positive sum (the baseline's error)")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(num), (draws, len(num)), generator=g)
+    ratios = num.double()[idx].sum(1) / den.double()[idx].sum(1)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    low, high = torch.quantile(ratios, q).tolist()
+    return low, high
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Retrieval
 
 def recall_at_k(similarity: torch.Tensor, k: int) -> torch.Tensor:
     """Fraction of queries whose correct item is among the top k; query i's correct item is item i.

@@ -38,11 +38,14 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
     tg = saved["targets"]
     assert tg["mse_vs_constant_velocity"] == pytest.approx(saved["model"]["mse"] / saved["constant_velocity"]["mse"])
     assert tg["mse_target_met"] == (tg["mse_vs_constant_velocity"] <= 0.8) and saved["balls"] == [1, 1]
+    low, high = tg["mse_vs_constant_velocity_interval"]  # how far another held-out sample could move the ratio
+    assert low <= high and low > 0
     for pic in ("rollout.png", "horizon.png"):
         assert (tmp_path / "d" / pic).stat().st_size > 0
     assert (tmp_path / "d" / "rollout.gif").exists()
     out = capsys.readouterr().out
     assert "constant_velocity" in out and "Trained 3 of 3 steps" in out and "targets: MSE / constant velocity" in out
+    assert f"{low:.2f}-{high:.2f} in 90 % of resamples" in out
     assert "redraws the true next clip" in out
 
 

@@ -243,6 +243,51 @@ def test_evaluate_forecast():
     assert set(lin) == set(perfect)
 
 
+def test_ratio_interval_exact_cases_and_repeatability():
+    den = torch.rand(50, generator=torch.Generator().manual_seed(0)) + 0.1
+    assert M.ratio_interval(2 * den, den) == pytest.approx((2.0, 2.0))  # a constant ratio: no spread at all
+    num = den + 0.2 * torch.randn(50, generator=torch.Generator().manual_seed(1))
+    low, high = M.ratio_interval(num, den, seed=3)
+    assert low < float(num.sum() / den.sum()) < high
+    assert M.ratio_interval(num, den, seed=3) == (low, high)  # repeatable from its seed
+    assert M.ratio_interval(num, den, level=0.5, seed=3)[1] - M.ratio_interval(num, den, level=0.5, seed=3)[0] < (
+        high - low
+    )  # a smaller share of the resamples, a narrower interval
+
+
+def test_ratio_interval_matches_the_delta_method_and_narrows_with_more_samples():
+    # paired per-video errors with a known spread: num = r * den + noise, r = 0.8
+    g = torch.Generator().manual_seed(0)
+
+    def width(n):
+        den = 1 + torch.rand(n, generator=g)
+        num = 0.8 * den + 0.3 * torch.randn(n, generator=g)
+        low, high = M.ratio_interval(num, den, level=0.9, draws=4000)
+        resid = num - num.sum() / den.sum() * den  # the delta method: sd of the ratio = sd(resid) / (sqrt(n) mean(den))
+        return high - low, 2 * 1.645 * float(resid.std() / (n**0.5 * den.mean()))
+
+    w64, d64 = width(64)
+    w1024, d1024 = width(1024)
+    assert w64 == pytest.approx(d64, rel=0.2) and w1024 == pytest.approx(d1024, rel=0.2)
+    assert w1024 < w64 / 3  # 16x the videos: a quarter of the width
+
+
+def test_ratio_interval_rejects_bad_input():
+    x = torch.ones(8)
+    with pytest.raises(ValueError, match="paired 1-D"):
+        M.ratio_interval(x, torch.ones(7))
+    with pytest.raises(ValueError, match="paired 1-D"):
+        M.ratio_interval(torch.ones(2, 4), torch.ones(2, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        M.ratio_interval(torch.ones(1), torch.ones(1))
+    with pytest.raises(ValueError, match="level"):
+        M.ratio_interval(x, x, level=1.0)
+    with pytest.raises(ValueError, match="draws"):
+        M.ratio_interval(x, x, draws=0)
+    with pytest.raises(ValueError, match="positive sum"):
+        M.ratio_interval(x, torch.zeros(8))
+
+
 # --- retrieval -------------------------------------------------------------------------------------------
 
 

@@ -54,6 +54,7 @@ def test_a_tiny_table_trains_scores_and_rescores(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEFAULTS", tiny)
     monkeypatch.setattr(recipe, "BASE", {**tiny, "head": "linear"})
     monkeypatch.setattr(demo, "EVAL", {**demo.EVAL, "eval_videos": 4, "sample_steps": 2})
+    monkeypatch.setattr(recipe, "EVAL_VIDEOS", 4)  # the table's own held-out count (64), apart from the demo's
     out = tmp_path / "table"
     rows = recipe.main(["minutes=0.03", "seeds=0", "variants=pixel,edm", f"out={out}", "euler=1"])
     assert [(r["variant"], r["sample_steps"], r["temperature"]) for r in rows] == [
