@@ -9,8 +9,8 @@ Videos are ``(B, T, C, H, W)`` or ``(T, C, H, W)``; frame metrics accept any lea
   :func:`weighted_spatial_iou`, :func:`motion_mse`, bundled by :func:`motion_metrics`.
 - Forecasting baselines: :func:`copy_last`, :func:`linear_extrapolation`, :func:`static_background`,
   :func:`constant_velocity` (object level); :func:`evaluate_forecast`, :func:`evaluate_all`.
-- Retrieval: :func:`recall_at_k`, :func:`retrieval_recalls`.
 - How far a score moves with the held-out sample: :func:`ratio_interval` (a paired bootstrap).
+- Retrieval: :func:`recall_at_k`, :func:`retrieval_recalls`.
 - :func:`frechet_distance` between two feature sets (features of a small classifier trained here;
   this is not FVD).
 - Objects on a flat background: :func:`foreground`, :func:`foreground_area`, :func:`object_count`,
