@@ -19,11 +19,11 @@ demo: $(STAMP)
 	MINIVGPT_CI=0 $(BIN)/python -m minivgpt.demo
 
 # The shared backbone of notebooks 05-07: the demo's recipe on 1-3 balls (collisions), with its forecast report.
-# head=linear batch_size=16 steps=1500 width=128 mlp_ratio=4: the backbone every transfer figure was measured on
-# (docs/results.md, "the output head"; the demo's batch became 8 and its network 96 wide with MLP ratio 2 later).
+# preset=backbone (minivgpt.demo.PRESETS): max_balls=3 minutes=11 steps=1500 with the network every transfer figure
+# was measured on, head=linear batch_size=16 width=128 mlp_ratio=4 head_hidden=0 (docs/results.md, "the output
+# head"; the demo's batch became 8 and its network 96 wide with MLP ratio 2 later).
 pretrain: $(STAMP)
-	MINIVGPT_CI=0 $(BIN)/python -m minivgpt.demo max_balls=3 minutes=11 head=linear batch_size=16 steps=1500 \
-		width=128 mlp_ratio=4 head_hidden=0 out=runs/pretrain overwrite=true
+	MINIVGPT_CI=0 $(BIN)/python -m minivgpt.demo preset=backbone out=runs/pretrain overwrite=true
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q

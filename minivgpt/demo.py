@@ -6,7 +6,8 @@ Writes ``runs/demo/{last.pt, metrics.jsonl, metrics.json, rollout.gif, rollout.p
 prints a table: the forecast of 8 frames after 4 on 256 held-out videos against the baselines, MSE per future
 frame, and whether the ball keeps its shape (:func:`minivgpt.metrics.object_shape`), checked against
 :data:`TARGETS`, with the error ratio's 90 % interval over resamples of the held-out videos.
-``max_balls=3`` runs the same demo on 1-3 balls (collisions).
+``max_balls=3`` runs the same demo on 1-3 balls (collisions); ``preset=backbone`` is ``make pretrain``'s run
+(:data:`PRESETS`: 1-3 balls with the network the transfer figures were measured on).
 ``python -m minivgpt.demo key=value ...`` takes the training parameters of :mod:`minivgpt.train` plus
 ``context_clips``, ``predict_clips``, ``eval_videos``, ``sample_steps``, ``temperature`` (of the forecast
 the targets are checked on; :data:`EVAL`: 5 steps at temperature 0, the flow from the origin; a sample at
@@ -74,6 +75,11 @@ DEFAULTS = dict(
     amp="auto",
     minutes=9.5,
 )
+# `make pretrain` is `python -m minivgpt.demo preset=backbone`: the shared backbone of notebooks 05-07, on 1-3 balls,
+# with the network and batch every transfer figure (and the recipe table, recipe.BASE) was measured on: DiT's linear
+# head, batch 16, width 128, MLP ratio 4. Keys given beside the preset override it.
+BACKBONE_NET = dict(head="linear", head_hidden=0, batch_size=16, width=128, mlp_ratio=4.0)
+PRESETS = {"backbone": dict(max_balls=3, minutes=11, steps=1500, **BACKBONE_NET)}
 # The forecast the targets are checked on: the flow from the origin (temperature 0) in 5 Euler steps. Chosen
 # on held-out videos of another seed (seed + 2000, 128 videos; the report uses seed + 1000) from steps 2-20 at
 # temperature 0 and 1, for a demo run and a make pretrain run: temperature 0 had the lower MSE at every step
@@ -94,9 +100,7 @@ TARGETS = dict(mse_vs_constant_velocity=0.8, area_tolerance=0.25, peak_tolerance
 def main(argv: list[str] | None = None) -> dict:
     params = parse_cli(sys.argv[1:] if argv is None else argv)
     ev = eval_params(params)
-    cfg = {**DEFAULTS, "out": str(runs_dir("demo")), **params}
-    if "out" not in params and not parse_bool("resume", cfg.get("resume", False)):
-        cfg.setdefault("overwrite", True)  # the demo's own folder: a new demo replaces the last one
+    cfg = demo_config(params)
     t0 = time.perf_counter()
     result = train(cfg)
     c = result.config
@@ -117,6 +121,20 @@ def main(argv: list[str] | None = None) -> dict:
     _write_pictures(out, videos, preds, n_ctx, report)
     _print_table(report)
     return report
+
+
+def demo_config(params: dict) -> dict:
+    """The training parameters of a demo run: :data:`DEFAULTS`, then the preset named by ``preset=`` (a key of
+    :data:`PRESETS`), then ``params``. Without ``out=`` the run goes to ``runs/demo`` and replaces the last demo
+    there (``overwrite=true``) unless it resumes. An unknown preset raises ``ValueError`` naming the known ones."""
+    params = dict(params)
+    name = params.pop("preset", None)
+    if name is not None and name not in PRESETS:
+        raise ValueError(f"preset={name!r} is not a preset of the demo; choose one of {sorted(PRESETS)}")
+    cfg = {**DEFAULTS, **PRESETS.get(name, {}), "out": str(runs_dir("demo")), **params}
+    if "out" not in params and not parse_bool("resume", cfg.get("resume", False)):
+        cfg.setdefault("overwrite", True)  # the demo's own folder: a new demo replaces the last one
+    return cfg
 
 
 def eval_params(params: dict) -> dict:

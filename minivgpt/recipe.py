@@ -43,7 +43,7 @@ from .viz import load_jsonl
 # the recipe as its table was measured: the linear head (DiT's; mlp_head is the demo's default since 2026-11-27),
 # batch 16 and width 128 with an MLP ratio of 4 (the demo's batch is 8 and its network 96 wide with ratio 2 since
 # 2026-11-29); train_variant sets the steps (each row ends by the clock)
-BASE = {**demo.DEFAULTS, "head": "linear", "head_hidden": 0, "batch_size": 16, "width": 128, "mlp_ratio": 4.0}
+BASE = {**demo.DEFAULTS, **demo.BACKBONE_NET}  # make pretrain's network and batch
 VARIANTS = {
     "pixel": {},
     "latent": {"autoencoder": "auto", "patch_size": 2},

@@ -68,3 +68,19 @@ def test_bad_evaluation_parameters_are_named_before_training(tmp_path):
     with pytest.raises(ValueError, match="sample_steps='five' must be a int"):
         demo.main(_argv(out=tmp_path / "d", sample_steps="five"))
     assert not (tmp_path / "d").exists()  # nothing trained
+
+
+def test_the_backbone_preset_is_make_pretrains_run_and_yields_to_given_keys():
+    from minivgpt.config import from_params, parse_cli
+
+    cli = "preset=backbone out=runs/pretrain overwrite=true".split()
+    got = from_params(demo.demo_config(parse_cli(cli))).to_params()
+    # the keys the Makefile spelled out before the preset existed
+    spelled = ("max_balls=3 minutes=11 head=linear batch_size=16 steps=1500 width=128 mlp_ratio=4 head_hidden=0 "
+               "out=runs/pretrain overwrite=true").split()
+    assert got == from_params({**demo.DEFAULTS, **parse_cli(spelled)}).to_params()
+    assert got != from_params(demo.demo_config({"out": "runs/pretrain"})).to_params()  # it is not the demo
+    mine = from_params(demo.demo_config({"preset": "backbone", "width": "64", "out": "x"})).to_params()
+    assert mine["width"] == 64 and mine["head"] == "linear"  # a key given beside the preset wins
+    with pytest.raises(ValueError, match="preset='backbon' .*backbone"):
+        demo.demo_config({"preset": "backbon"})
