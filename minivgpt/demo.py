@@ -189,11 +189,10 @@ def forecast_report(
     forecasts = {"model": pred, "model_sample": sample, "model_mean": mean, **metrics.baselines(ctx, future.shape[1])}
     scores = {name: metrics.evaluate_forecast(p, future, context=ctx) for name, p in forecasts.items()}
     shaped = ("model", "model_sample", "model_mean", "constant_velocity")
-    per_frame = {
-        n: metrics.mse(forecasts[n], future, reduction="none").mean(0).tolist() for n in (*shaped, "copy_last")
-    }
+    errors = {n: metrics.mse(forecasts[n], future, reduction="none") for n in (*shaped, "copy_last")}  # (B, T)
+    per_frame = {n: e.mean(0).tolist() for n, e in errors.items()}
     shape = {n: metrics.object_shape(forecasts[n], future, ctx) for n in shaped}
-    per_video = {n: metrics.mse(forecasts[n], future, reduction="none").mean(1) for n in ("model", "constant_velocity")}
+    per_video = {n: errors[n].mean(1) for n in ("model", "constant_velocity")}
     report = {
         "horizon_frames": pred.shape[1],
         **scores,
