@@ -54,7 +54,7 @@ import torch
 
 from .attention import MaskedAttention
 from .checkpoint import atomic_write
-from .config import AT_LEAST_1, ModelConfig, check_ranges, dataclass_from_params, parse_cli
+from .config import AT_LEAST_1, ModelConfig, check_ranges, cli_help, dataclass_from_params, exit_on_help, parse_cli
 from .diffusion import RectifiedFlow
 from .hardware import resolve_device, set_threads
 from .model import VideoGPT, attention_backend
@@ -605,7 +605,9 @@ def run_all(device: str = "auto", **params: Any) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    params = parse_cli(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    exit_on_help(argv, lambda: cli_help(__doc__, {"parameters (BenchConfig)": BenchConfig()}))
+    params = parse_cli(argv)
     res = run_all(**params)
     text = json.dumps(res, indent=2)
     print(text)

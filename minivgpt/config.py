@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import random
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
@@ -84,7 +89,8 @@ class TrainConfig:
     resume: bool = False  # continue the run in `out` (no checkpoint there: warns and starts at step 0)
     overwrite: bool = False  # allow a fresh run (resume=false) to replace the run already in `out`
     minutes: float = 0.0  # wall-clock budget (0 = none): the lr anneals by steps or time, whichever is further
-    # along, and training stops at the budget, saves and records it (not bitwise repeatable when it binds)
+    #                       along, and training stops at the budget, saves and records it (not bitwise
+    #                       repeatable when it binds)
     stop_after: int = 0  # end this invocation after this many steps in all (0 = run to `steps`); resume later
     log_every: int = 10
     eval_every: int = 0  # log the history diagnostic (minivgpt.diagnostics) every this many steps; 0 = off
@@ -208,6 +214,72 @@ def parse_cli(argv: list[str]) -> dict[str, str]:
         k, v = arg.split("=", 1)
         out[k.strip().lstrip("-").replace("-", "_")] = v
     return out
+
+
+HELP_FLAGS = ("-h", "--help")
+_FIELD = re.compile(r"^\s+(\w+):[^=]*=[^#]*(?:#\s?(.*))?$")  # `name: type = default  # note`
+# a note continued on the next line: its text aligned past the `#` (a `# section` label has one space)
+_MORE = re.compile(r"^\s+#\s{2,}(.*)$")
+
+
+def field_notes(cls: type) -> dict[str, str]:
+    """The note of each field of dataclass ``cls``: the comment after it in the source, with the comment lines
+    that continue it (``{}`` when the source cannot be read)."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    notes: dict[str, str] = {}
+    last = None
+    for line in lines:
+        if m := _FIELD.match(line):
+            last = m.group(1)
+            notes[last] = (m.group(2) or "").strip()
+        elif last is not None and (m := _MORE.match(line)):
+            notes[last] = f"{notes[last]} {m.group(1).strip()}".strip()
+        else:
+            last = None  # a section comment at the fields' own indent, or code: the note has ended
+    return notes
+
+
+def cli_help(doc: str | None, groups: Mapping[str, Any], skip: Collection[str] = ()) -> str:
+    """The text of a command's ``--help``: the first paragraph of its module docstring ``doc``, then for each
+    group (a title -> a dataclass instance, or a dict) every key as ``key=default`` with its field's note,
+    leaving out the dataclass fields named in ``skip`` (keys the command takes for another meaning)."""
+    lines = [(doc or "").strip().split("\n\n")[0], "", "Arguments are key=value; the defaults are shown."]
+    for title, values in groups.items():
+        notes = field_notes(type(values)) if dataclasses.is_dataclass(values) else {}
+        if dataclasses.is_dataclass(values):
+            items = {k: v for k, v in dataclasses.asdict(values).items() if k not in skip}
+        else:
+            items = dict(values)
+        lines += ["", f"{title}:"]
+        for key, default in items.items():
+            shown = f"  {key}={str(default).lower() if isinstance(default, bool) else default}"
+            note = notes.get(key, "")
+            if not note:
+                lines.append(shown)
+                continue
+            first = f"{shown:34s} " if len(shown) < 34 else shown + "\n" + " " * 35
+            lines.append(textwrap.fill(note, width=110, initial_indent=first, subsequent_indent=" " * 35))
+    return "\n".join(lines)
+
+
+def exit_on_help(argv: list[str], text: Callable[[], str]) -> None:
+    """If ``argv`` asks for help (``-h`` or ``--help``), print ``text()`` and exit with status 0."""
+    if any(a in HELP_FLAGS for a in argv):
+        print(text())
+        sys.exit(0)
+
+
+def config_help(
+    doc: str | None, cfg: Config | None = None, extra: Mapping[str, Any] | None = None, skip: Collection[str] = ()
+) -> str:
+    """:func:`cli_help` for the training parameters: one group per section of ``cfg`` (the defaults if None),
+    then the groups of ``extra``."""
+    cfg = cfg or Config()
+    groups = {f"{s} ({type(getattr(cfg, s)).__name__})": getattr(cfg, s) for s in SECTIONS}
+    return cli_help(doc, {**groups, **(extra or {})}, skip)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ Rows: for a VideoGPT run ``model`` (one sample), ``model_mean_of_n`` (the scores
 samples: the expected score of one sample), ``model_best_of_n`` (per sequence, the sample with the
 lowest MSE: an oracle upper bound) and ``model_ensemble`` (the pixel mean of the samples as one forecast);
 for a SimVP run the deterministic ``model``; and the baselines ``copy_last``, ``constant_velocity``
-(:func:`minivgpt.metrics.constant_velocity`) and ``blank`` (an empty black frame: on Moving MNIST it
+(:func:`minivgpt.metrics.constant_velocity`), ``constant_velocity_walls`` (the same with the digits
+bouncing off the frame's edges, as they do) and ``blank`` (an empty black frame: on Moving MNIST it
 beats copy-last, so a model has learned something only when it is well under it). A run on an
 autoencoder's latents adds ``autoencoder``: the round trip of the true frames through it, what a perfect
 forecast in its latent space would score (the run's ceiling). Every row also holds per-frame curves (the
@@ -56,7 +57,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint, legibility, metrics
-from .config import AT_LEAST_1, NON_NEGATIVE, check_ranges, dataclass_from_params, parse_cli
+from .config import AT_LEAST_1, NON_NEGATIVE, check_ranges, cli_help, dataclass_from_params, exit_on_help, parse_cli
 from .data import SPLITS, make_dataset, video_batch
 from .hardware import set_threads
 
@@ -254,7 +255,7 @@ def evaluate_run(
     reader, reader_path, no_reading = _digit_reader(spec, context + predict, dataset, progress)
     keys = (*METRICS, "legible") if reader is not None else METRICS
     truth_legible = []
-    names = ["copy_last", "constant_velocity", "blank"]
+    names = ["copy_last", "constant_velocity", "constant_velocity_walls", "blank"]
     parts: dict[str, list] = {k: [] for k in ["model", "model_mean_of_n", "model_best_of_n", "model_ensemble", *names]}
     first = None
     batches = range(0, n, batch_size)
@@ -282,6 +283,7 @@ def evaluate_run(
         baselines = {
             "copy_last": metrics.copy_last(ctx, predict),
             "constant_velocity": metrics.constant_velocity(ctx, predict),
+            "constant_velocity_walls": metrics.constant_velocity(ctx, predict, walls=True),
             "blank": torch.full_like(truth, -1.0),
         }
         for name, p in baselines.items():
@@ -410,12 +412,12 @@ def format_table(report: dict) -> str:
         f"{report['kind']} run {report['run']} (step {report['train_step']}) on {report['data']} "
         f"[{report['split']}], {report['videos']} sequences, {report['context']} -> {report['predict']} frames, "
         f"{report['samples']} sample(s); {report['wall_s']} s",
-        f"{'':20s}" + "".join(f"{k.upper():>10s}" for k in METRICS)
+        f"{'':24s}" + "".join(f"{k.upper():>10s}" for k in METRICS)
         + ("  LEGIBLE" if "legibility_truth" in report else ""),
     ]
     for name, row in report["rows"].items():
         line = "".join(f"{row[k]:10.4f}" if k == "ssim" else f"{row[k]:10.2f}" for k in METRICS)
-        lines.append(f"{name:20s}" + line + (f"{row['legible']:9.3f}" if "legible" in row else ""))
+        lines.append(f"{name:24s}" + line + (f"{row['legible']:9.3f}" if "legible" in row else ""))
     lines.append(f"model MSE / blank MSE = {report['mse_vs_blank']:.3f}")
     if "legibility_truth" in report:
         lines.append(f"digits read right (legibility): the model {report['rows']['model']['legible']:.3f}, the true "
@@ -451,6 +453,8 @@ class EvalConfig:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
+    groups = {"parameters (EvalConfig; RUN may also be given first)": EvalConfig()}
+    exit_on_help(argv, lambda: cli_help(__doc__, groups))
     positional = [a for a in argv if "=" not in a]
     params = parse_cli([a for a in argv if "=" in a])
     if len(positional) > 1 or (positional and "run" in params):

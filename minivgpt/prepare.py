@@ -49,7 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write
-from .config import dataclass_from_params, parse_cli
+from .config import cli_help, dataclass_from_params, exit_on_help, parse_cli
 from .data import VAL_FRACTION, VIDEO_EXTENSIONS, _open_video, _square_resize, make_dataset, split_indices
 from .shards import FORMAT, INDEX, shard_names
 
@@ -413,6 +413,8 @@ def _write_index(cfg: PrepareConfig, p: dict, out: Path, parts: list[dict]) -> d
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
+    groups = {"parameters (PrepareConfig; SOURCE may also be given first)": PrepareConfig()}
+    exit_on_help(argv, lambda: cli_help(__doc__, groups))
     positional = [a for a in argv if "=" not in a]
     if len(positional) > 1:
         raise ValueError(f"one SOURCE, then key=value parameters; got {positional}")

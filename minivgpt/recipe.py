@@ -34,7 +34,16 @@ import torch
 
 from . import demo, metrics
 from .checkpoint import atomic_write
-from .config import AT_LEAST_1, POSITIVE, check_ranges, dataclass_from_params, from_params, parse_cli
+from .config import (
+    AT_LEAST_1,
+    POSITIVE,
+    check_ranges,
+    cli_help,
+    dataclass_from_params,
+    exit_on_help,
+    from_params,
+    parse_cli,
+)
 from .hardware import set_threads
 from .rollout import forecast, max_window
 from .train import load_run, resolve_autoencoder, train
@@ -163,7 +172,9 @@ class RecipeConfig:
 def main(argv: list[str] | None = None) -> list[dict]:
     """``python -m minivgpt.recipe key=value ...`` (the fields of :class:`RecipeConfig`): train and score
     every variant and seed, writing ``OUT/table.json`` after each; returns the rows."""
-    cfg = dataclass_from_params(RecipeConfig, parse_cli(sys.argv[1:] if argv is None else argv))
+    argv = sys.argv[1:] if argv is None else argv
+    exit_on_help(argv, lambda: cli_help(__doc__, {"parameters (RecipeConfig)": RecipeConfig()}))
+    cfg = dataclass_from_params(RecipeConfig, parse_cli(argv))
     check_ranges(asdict(cfg), {"minutes": POSITIVE, "threads": AT_LEAST_1})
     euler = tuple(int(n) for n in cfg.euler.split(",") if n)
     seeds = [int(s) for s in cfg.seeds.split(",")]

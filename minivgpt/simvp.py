@@ -48,7 +48,17 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from . import checkpoint, metrics, optim
-from .config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_choices, check_ranges, dataclass_from_params, parse_cli
+from .config import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    check_choices,
+    check_ranges,
+    cli_help,
+    dataclass_from_params,
+    exit_on_help,
+    parse_cli,
+)
 from .data import make_dataset
 from .hardware import resolve_device, set_threads
 
@@ -329,7 +339,9 @@ def load_simvp(folder: str | os.PathLike, device: str = "cpu") -> tuple[SimVP, S
 
 
 def main(argv: list[str] | None = None) -> None:
-    params = parse_cli(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    exit_on_help(argv, lambda: cli_help(__doc__, {"parameters (SimVPConfig)": SimVPConfig()}))
+    params = parse_cli(argv)
     _, records = train_simvp(params)
     if records:
         print(json.dumps(records[-1]))

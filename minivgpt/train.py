@@ -44,7 +44,18 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, optim, parallel
 from .autoencoder import IdentityAutoencoder, cached_autoencoder, load_autoencoder
-from .config import Config, DataConfig, RandomCut, from_params, parse_cli, parse_stages, stage_frames, valid_keys
+from .config import (
+    Config,
+    DataConfig,
+    RandomCut,
+    config_help,
+    exit_on_help,
+    from_params,
+    parse_cli,
+    parse_stages,
+    stage_frames,
+    valid_keys,
+)
 from .data import make_dataset, video_batch
 from .diagnostics import history_gain
 from .diffusion import RectifiedFlow
@@ -589,7 +600,9 @@ def run_from_checkpoint(
 
 
 def main(argv: list[str] | None = None) -> None:
-    params = parse_cli(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    exit_on_help(argv, lambda: config_help(__doc__))
+    params = parse_cli(argv)
     try:
         result = train(params)
     finally:

@@ -68,6 +68,31 @@ def test_object_leaving_the_frame_disappears():
     assert (pred[-1] == -1).all()
 
 
+def test_reflect_folds_between_two_mirrors():
+    position = torch.tensor([0.0, 3.0, 10.0, 11.0, 12.5, 20.0, 23.0, -2.0, -12.0])
+    assert metrics.reflect(position, 10).tolist() == [0.0, 3.0, 10.0, 9.0, 7.5, 0.0, 3.0, 2.0, 8.0]
+    assert metrics.reflect(position, 0).tolist() == [0.0] * 9
+
+
+def test_walls_bounce_an_object_instead_of_losing_it():
+    """A 4-pixel square moving right at 4 px/frame in a 32-pixel frame: its left edge at 16, 20, 24 in the
+    context, then 28 (touching the wall), 24, 20, 16 as it bounces back (written out by hand)."""
+    T, horizon, side = 3, 4, 4
+    lefts = [16, 20, 24, 28, 24, 20, 16]
+    video = torch.full((T + horizon, 1, 32, 32), -1.0)
+    for t, x in enumerate(lefts):
+        video[t, :, 6 : 6 + side, x : x + side] = 0.7
+    bounced = constant_velocity(video[:T], horizon, walls=True)
+    assert torch.equal(bounced, video[T:])
+    plain = constant_velocity(video[:T], horizon)  # without walls it leaves: the square is gone after frame 1
+    assert torch.equal(plain[0], video[T]) and (plain[1:] == -1).all()
+    # an object moving away from every wall is the same either way
+    free = moving_squares(T + horizon, [(4, 2, 1, 3, 4, 0.8)])
+    assert torch.equal(constant_velocity(free[:T], horizon, walls=True), constant_velocity(free[:T], horizon))
+    both = metrics.baselines(video[:T].unsqueeze(0), horizon)
+    assert torch.equal(both["constant_velocity_walls"][0], bounced) and torch.equal(both["constant_velocity"][0], plain)
+
+
 def test_static_video_gives_the_background():
     torch.manual_seed(0)
     frame = torch.rand(2, 3, 16, 16) * 2 - 1

@@ -1,5 +1,9 @@
+import dataclasses
+import importlib
+
 import pytest
 
+from minivgpt import config
 from minivgpt.config import Config, from_params, parse_cli, parse_stages
 
 
@@ -77,3 +81,41 @@ def test_bad_choices_and_contradictions():
         from_params({"resume": True, "overwrite": True})
     with pytest.raises(ValueError, match="min_balls=3 must be <= max_balls=1"):
         from_params({"min_balls": 3})
+
+
+def test_field_notes_read_the_comments_and_their_continuations():
+    notes = config.field_notes(config.TrainConfig)
+    assert notes["batch_size"].startswith("global batch")
+    assert notes["steps"] == ""  # no comment
+    assert notes["minutes"].endswith("(not bitwise repeatable when it binds)")  # a note over three lines
+    from minivgpt.simvp import SimVPConfig
+
+    simvp = config.field_notes(SimVPConfig)
+    assert simvp["predict"] == "frames out, all at once"  # not followed by the `# model` label below it
+    assert set(simvp) == {f.name for f in dataclasses.fields(SimVPConfig)}
+
+
+@pytest.mark.parametrize(
+    "module, keys",
+    [
+        ("train", ["lr=0.001", "batch_size=16", "stages=", "resume=false"]),
+        ("demo", ["width=96", "eval_videos=256", "preset=backbone sets:", "mlp_ratio=4.0"]),
+        ("simvp", ["hid_t=128", "decoder=pixels"]),
+        ("recipe", ["minutes=4.0", "seeds=0,1"]),
+        ("bench", ["quick=false", "size=small"]),
+        ("evaluate", ["context=10", "samples=1"]),
+        ("prepare", ["frames=16", "out="]),
+    ],
+)
+def test_every_command_has_help(module, keys, capsys):
+    """``-h`` / ``--help`` prints the command's description and every key with its default, and exits 0
+    before any work (the first argument would otherwise be rejected or taken as a run / source)."""
+    main = importlib.import_module(f"minivgpt.{module}").main
+    for flag in ("--help", "-h"):
+        with pytest.raises(SystemExit) as stop:
+            main([flag, "steps=oops"])
+        assert stop.value.code == 0
+        out = capsys.readouterr().out
+        assert "Arguments are key=value; the defaults are shown." in out
+        for key in keys:
+            assert key in out, (module, key)

@@ -18,7 +18,7 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
     report = demo.main(_argv(out=tmp_path / "d"))
     saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(report))
-    for row in ("model", "copy_last", "linear", "background", "constant_velocity", "blank"):
+    for row in ("model", "copy_last", "linear", "background", "constant_velocity", "constant_velocity_walls", "blank"):
         assert {"mse", "psnr", "ssim", "motion_iou"} <= set(saved[row])
     assert saved["precision"] in ("fp32", "bf16") and saved["cpu_capability"]
     assert saved["steps_done"] == 3 and saved["stopped_by_budget"] is False
@@ -29,7 +29,7 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
                                 "model_sample": {"steps": 20, "temperature": 1.0},
                                 "model_mean": {"steps": 1, "temperature": 1.0}}
     assert len({saved[k]["mse"] for k in ("model", "model_sample", "model_mean")}) == 3
-    for name in ("model", "model_sample", "model_mean", "constant_velocity", "copy_last"):  # MSE per future frame
+    for name in ("model", "model_sample", "model_mean", "constant_velocity", "constant_velocity_walls", "copy_last"):
         assert len(saved["per_frame_mse"][name]) == H
     for name in ("model", "model_sample", "model_mean", "constant_velocity"):
         assert len(saved["shape"][name]["area_ratio"]) == len(saved["shape"][name]["peak_ratio"]) == H
@@ -40,6 +40,10 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
     assert tg["mse_target_met"] == (tg["mse_vs_constant_velocity"] <= 0.8) and saved["balls"] == [1, 1]
     low, high = tg["mse_vs_constant_velocity_interval"]  # how far another held-out sample could move the ratio
     assert low <= high and low > 0
+    walls = saved["mse_vs_constant_velocity_walls"]  # the stronger baseline, reported beside the targets
+    assert walls == pytest.approx(saved["model"]["mse"] / saved["constant_velocity_walls"]["mse"])
+    w_low, w_high = saved["mse_vs_constant_velocity_walls_interval"]
+    assert 0 < w_low <= w_high
     for pic in ("rollout.png", "horizon.png"):
         assert (tmp_path / "d" / pic).stat().st_size > 0
     assert (tmp_path / "d" / "rollout.gif").exists()
@@ -47,6 +51,7 @@ def test_demo_reports_model_baselines_and_machine(tmp_path, capsys):
     assert "constant_velocity" in out and "Trained 3 of 3 steps" in out and "targets: MSE / constant velocity" in out
     assert f"{low:.2f}-{high:.2f} in 90 % of resamples" in out
     assert "redraws the true next clip" in out
+    assert f"MSE / constant velocity with walls = {walls:.3f} ({w_low:.2f}-{w_high:.2f})" in out
 
 
 def test_demo_with_out_refuses_to_overwrite_a_run(tmp_path):

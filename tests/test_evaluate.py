@@ -64,7 +64,7 @@ def test_evaluate_videogpt_run(tiny_run):
     report = evaluate_run(tiny_run, context=2, predict=2, samples=2, videos=5, batch_size=3, steps=2, progress=False)
     rows = report["rows"]
     assert set(rows) == {"model", "model_mean_of_n", "model_best_of_n", "model_ensemble", "copy_last",
-                         "constant_velocity", "blank"}
+                         "constant_velocity", "constant_velocity_walls", "blank"}
     for row in rows.values():
         assert set(row) == {*METRICS, "per_frame"}
         assert all(len(row["per_frame"][k]) == 2 for k in METRICS)
@@ -79,6 +79,9 @@ def test_evaluate_videogpt_run(tiny_run):
     assert rows["blank"]["mse"] == pytest.approx(float(truth01.pow(2).sum((2, 3, 4)).mean()), rel=1e-5)
     copy = (metrics.copy_last(video[:, :2], 2) + 1) / 2
     assert rows["copy_last"]["mse"] == pytest.approx(float((copy - truth01).pow(2).sum((2, 3, 4)).mean()), rel=1e-5)
+    walls = (metrics.constant_velocity(video[:, :2], 2, walls=True) + 1) / 2
+    assert rows["constant_velocity_walls"]["mse"] == pytest.approx(
+        float((walls - truth01).pow(2).sum((2, 3, 4)).mean()), rel=1e-5)
     on_disk = json.loads((tiny_run / "evaluate.json").read_text())
     assert on_disk["rows"]["blank"] == rows["blank"] and on_disk["convention"].startswith("OpenSTL")
     assert (tiny_run / "evaluate.png").stat().st_size > 0 and (tiny_run / "evaluate_curves.png").stat().st_size > 0
@@ -202,7 +205,7 @@ def test_simvp_trains_saves_and_evaluates(tmp_path, decoder):
         train_simvp(params)
     report = evaluate_run(tmp_path / "run", context=2, predict=3, videos=3, progress=False)
     assert report["kind"] == "simvp" and report["samples"] == 1 and report["split"] == "val"
-    assert set(report["rows"]) == {"model", "copy_last", "constant_velocity", "blank"}
+    assert set(report["rows"]) == {"model", "copy_last", "constant_velocity", "constant_velocity_walls", "blank"}
     assert len(report["rows"]["model"]["per_frame"]["mse"]) == 3
     with pytest.raises(ValueError, match="trained with context=2"):
         evaluate_run(tmp_path / "run", context=4, predict=2, videos=1, progress=False)
