@@ -139,7 +139,8 @@ def _help() -> str:
     ``sample_steps`` is the forecast's, not the training config's) and what each preset sets."""
     presets = {f"preset={name} sets": keys for name, keys in PRESETS.items()}
     evaluation = {"evaluation (demo.EVAL; sample_steps: the forecast's Euler steps)": EVAL}
-    return config_help(__doc__, from_params(demo_config({})), {**evaluation, **presets}, skip=EVAL)
+    defaults = {**demo_config({"out": "runs/demo"}), "overwrite": True}  # as without out=, minus creating the folder
+    return config_help(__doc__, from_params(defaults), {**evaluation, **presets}, skip=EVAL)
 
 
 def demo_config(params: dict) -> dict:
