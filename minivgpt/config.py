@@ -216,6 +216,17 @@ def parse_cli(argv: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_options(argv: list[str], known: Collection[str], doc: str | None) -> dict[str, str]:
+    """A small script's ``key=value`` options: ``-h`` / ``--help`` prints ``doc`` and exits; an argument
+    without ``=`` or a name not in ``known`` raises ``ValueError`` naming the closest known one."""
+    exit_on_help(argv, lambda: (doc or "").strip())
+    opts = parse_cli(argv)
+    for name in opts:
+        if name not in known:
+            raise ValueError(unknown_key_message(name, list(known)))
+    return opts
+
+
 HELP_FLAGS = ("-h", "--help")
 _FIELD = re.compile(r"^\s+(\w+):[^=]*=[^#]*(?:#\s?(.*))?$")  # `name: type = default  # note`
 # a note continued on the next line: its text aligned past the `#` (a `# section` label has one space)

@@ -20,15 +20,13 @@ import torch
 from einops import rearrange
 
 from minivgpt import generation, metrics
+from minivgpt.config import parse_options
 from minivgpt.data import BouncingBalls, video_batch
 from minivgpt.train import load_run
 
 
 def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv)
-    unknown = set(opts) - {"run", "videos", "steps", "seed"}
-    if unknown:
-        raise SystemExit(f"unknown options {sorted(unknown)}: use run=, videos=, steps=, seed=")
+    opts = parse_options(argv, ("run", "videos", "steps", "seed"), __doc__)
     n, steps, seed = int(opts.get("videos", 256)), int(opts.get("steps", 20)), int(opts.get("seed", 0))
     torch.set_num_threads(1)
     run = opts.get("run", "runs/pretrain")

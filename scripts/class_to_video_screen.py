@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from minivgpt import captions, generation, judge, optim
+from minivgpt.config import parse_options
 from minivgpt.data import BouncingBalls, video_batch
 from minivgpt.diffusion import RectifiedFlow, add_noise
 from minivgpt.rollout import rollout
@@ -107,12 +108,7 @@ def scores(clf: nn.Module, video: torch.Tensor, asked: torch.Tensor, F: int) -> 
 
 
 def main(argv: list[str]) -> None:
-    if any("=" not in a for a in argv):
-        raise SystemExit(__doc__)
-    opts = dict(a.split("=", 1) for a in argv)
-    unknown = set(opts) - set(OPTIONS)
-    if unknown:
-        raise SystemExit(f"unknown options {sorted(unknown)}; known: {', '.join(OPTIONS)}")
+    opts = parse_options(argv, OPTIONS, __doc__)
     if opts.get("crop", "random") not in ("random", "first"):
         raise SystemExit(f"crop={opts['crop']}: use crop=random (the default) or crop=first")
     if opts.get("label", "vector") not in ("vector", "clip"):

@@ -17,6 +17,7 @@ import sys
 
 import torch
 
+from minivgpt.config import parse_options
 from minivgpt.data import BouncingBalls
 
 
@@ -30,7 +31,7 @@ def grouped_error(x: torch.Tensor, groups: torch.Tensor, fit: slice, score: slic
 
 
 def main(argv: list[str]) -> None:
-    opts = dict(a.split("=", 1) for a in argv)
+    opts = parse_options(argv, ("videos", "seed"), __doc__)
     n, seed = int(opts.get("videos", 6000)), int(opts.get("seed", 3))
     torch.set_num_threads(1)
     data = BouncingBalls(n, 8, 32, min_balls=1, max_balls=3, seed=seed)  # notebook 06's videos

@@ -119,3 +119,14 @@ def test_every_command_has_help(module, keys, capsys):
         assert "Arguments are key=value; the defaults are shown." in out
         for key in keys:
             assert key in out, (module, key)
+
+
+def test_parse_options_of_the_scripts(capsys):
+    assert config.parse_options(["seed=3", "videos=10"], ("videos", "seed"), "doc") == {"seed": "3", "videos": "10"}
+    with pytest.raises(ValueError, match="did you mean 'videos'"):
+        config.parse_options(["vidoes=10"], ("videos", "seed"), "doc")
+    with pytest.raises(ValueError, match="key=value"):
+        config.parse_options(["10"], ("videos",), "doc")
+    with pytest.raises(SystemExit) as stop:
+        config.parse_options(["-h"], ("videos",), "  What it measures.\n\n    python scripts/x.py [videos=6000]\n")
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("What it measures.")
