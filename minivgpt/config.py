@@ -259,11 +259,11 @@ def cli_help(doc: str | None, groups: Mapping[str, Any], skip: Collection[str] =
     leaving out the dataclass fields named in ``skip`` (keys the command takes for another meaning)."""
     lines = [(doc or "").strip().split("\n\n")[0], "", "Arguments are key=value; the defaults are shown."]
     for title, values in groups.items():
-        notes = field_notes(type(values)) if dataclasses.is_dataclass(values) else {}
         if dataclasses.is_dataclass(values):
+            notes = field_notes(type(values))
             items = {k: v for k, v in dataclasses.asdict(values).items() if k not in skip}
         else:
-            items = dict(values)
+            notes, items = {}, dict(values)
         lines += ["", f"{title}:"]
         for key, default in items.items():
             shown = f"  {key}={str(default).lower() if isinstance(default, bool) else default}"

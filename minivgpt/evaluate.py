@@ -280,12 +280,8 @@ def evaluate_run(
                 {k: torch.stack([p[k] for p in per])[best, torch.arange(len(best))] for k in keys}
             )
             parts["model_ensemble"].append(_scores(preds.mean(0), truth, where))
-        baselines = {
-            "copy_last": metrics.copy_last(ctx, predict),
-            "constant_velocity": metrics.constant_velocity(ctx, predict),
-            "constant_velocity_walls": metrics.constant_velocity(ctx, predict, walls=True),
-            "blank": torch.full_like(truth, -1.0),
-        }
+        every = metrics.baselines(ctx, predict)
+        baselines = {name: every[name] for name in names}
         for name, p in baselines.items():
             parts[name].append(_scores(p, truth, where))
         recon = model.reconstruct(truth)
