@@ -38,16 +38,24 @@ class Conditioner(nn.Module):
     """Class labels or captions -> the model's condition embedding ``(B, width)``; zero = no condition.
 
     Args:
-        num_classes: label set size (a class embedding table, zero-initialised).
+        num_classes: label set size (a class embedding table, zero-initialised unless ``class_init_std > 0``).
         vocab_size: caption vocabulary size (a :class:`~minivgpt.captions.CaptionEncoder`, zero-initialised
             output), so a fresh conditioner leaves the pretrained backbone unchanged.
         width: the backbone width W.
+        class_init_std: > 0 draws the class table from N(0, class_init_std) instead (the labels start apart, as
+            a model trained with ``num_classes`` from its start has them: ``nn.Embedding``'s N(0, 1)).
     """
 
-    def __init__(self, num_classes: int, vocab_size: int, width: int, text_dim: int = 128):
+    def __init__(self, num_classes: int, vocab_size: int, width: int, text_dim: int = 128,
+                 class_init_std: float = 0.0):
         super().__init__()
+        if class_init_std < 0:
+            raise ValueError(f"class_init_std={class_init_std} must be >= 0 (0 = a zero table)")
         self.class_emb = nn.Embedding(num_classes, width)
-        nn.init.zeros_(self.class_emb.weight)
+        if class_init_std > 0:
+            nn.init.normal_(self.class_emb.weight, std=class_init_std)
+        else:
+            nn.init.zeros_(self.class_emb.weight)
         self.text = CaptionEncoder(vocab_size, width, text_dim, zero_init=True)
 
     def forward(
@@ -125,6 +133,7 @@ def finetune_conditional(
     label_weight: float = 0.0,
     label_t_max: float = 0.5,
     label_scale: float = 100.0,
+    class_init_std: float = 0.0,
     seed: int = 0,
     log_every: int = 10,
 ) -> FinetuneResult:
@@ -154,6 +163,8 @@ def finetune_conditional(
     flow loss alone the label is worth about 1 % of the first clip's error, too little a signal to be learned
     (notebook 06, section 6); this term's gradient is that difference itself.
 
+    ``class_init_std > 0`` starts the class table at N(0, class_init_std) instead of zero (:class:`Conditioner`).
+
     Args:
         labels: ``(M,)`` long; caption_ids: ``(M, L)`` from :meth:`~minivgpt.captions.Vocabulary.encode`.
     Returns:
@@ -174,7 +185,7 @@ def finetune_conditional(
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = copy.deepcopy(model).train().requires_grad_(True)
-    cond_net = Conditioner(num_classes, vocab_size, model.cfg.width)
+    cond_net = Conditioner(num_classes, vocab_size, model.cfg.width, class_init_std=class_init_std)
     both = nn.ModuleList([net, cond_net])
     opt = optim.make_optimizer(
         net, lr, weight_decay, extra_groups=[{"params": cond_net, "lr_scale": cond_lr_mult, "weight_decay": 0.0}]

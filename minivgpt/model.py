@@ -237,9 +237,11 @@ class VideoGPT(nn.Module):
         ``drop``: bool ``(B,)``, True where a sample gets the null condition instead (the null class for
         labels, the zero vector for embeddings): condition dropout in training, the unconditional branch
         of classifier-free guidance at sampling. Ignored when there is no condition.
+        ``cond=None`` on a class-conditional model is the null class (what it was trained on when the label
+        was dropped), so its unconditional forecasts read a trained vector, not an untrained zero.
         """
         if cond is None:
-            return 0.0
+            return 0.0 if self.class_emb is None else self.class_emb.weight[self.null_class][None, None]
         if drop is not None and (drop.dtype != torch.bool or drop.shape != cond.shape[:1]):
             raise ValueError(
                 f"drop must be a bool tensor (B,) = ({cond.shape[0]},), got {drop.dtype} {tuple(drop.shape)}"

@@ -12,16 +12,21 @@ Options: ``run=`` (backbone, default runs/pretrain), ``seed=``, ``steps=``, ``cf
 any of ``lr``, ``cond_lr_mult``, ``prior_weight``, ``prior_t_max``, ``prior_zero_share``, ``animate_prob``,
 ``text_prob``, ``history_noise``, ``cond_drop`` (``0``: the label is never dropped, so guidance above 1 has no
 unconditional model to push from), ``label_weight``, ``label_t_max``, ``label_scale`` (a cross-entropy on the
-network's own per-label errors, teaching it to tell the labels apart), ``clips`` of
+network's own per-label errors, teaching it to tell the labels apart), ``class_init_std`` (the label table
+starts at N(0, std) instead of zero), ``clips`` of
 :func:`minivgpt.generation.finetune_conditional` (``clips=4``:
 whole 8-frame videos instead of 2-clip crops; ``clips=1``: single clips, every sample a clip drawn from nothing);
 ``crop=first`` starts every crop at the video's first frame (``crop=random``, the default: anywhere);
 ``label=clip`` puts the label in as a learned clean clip before the video (initialised to its class's mean
 first clip) on top of the adaLN vector, a stronger path than the vector alone, so the first clip is drawn as
-a continuation of the label's clip (the paper leaves open how a condition enters). Besides the table it
+a continuation of the label's clip (the paper leaves open how a condition enters). ``label=native`` scores a
+run trained with the labels from its start (``num_classes=6``, e.g. ``python -m minivgpt.demo preset=backbone
+num_classes=6``) as it is, with no fine-tuning: its own class embedding is the condition, its null class the
+unconditional branch. That separates what the network can learn of the label from what a short fine-tuning of
+an unconditional backbone transfers. Besides the table it
 prints, for each asked count, the objects drawn in the first frame and the share with the right number.
 
-    python scripts/class_to_video_screen.py [run=runs/pretrain] [seed=1] [clips=4] [label=clip] ...
+    python scripts/class_to_video_screen.py [run=runs/pretrain] [seed=1] [clips=4] [label=clip|native] ...
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from minivgpt.train import load_run
 FINETUNE = {"lr": float, "cond_lr_mult": float, "prior_weight": float, "animate_prob": float,
             "text_prob": float, "history_noise": float, "clips": int, "prior_t_max": float,
             "prior_zero_share": float, "cond_drop": float, "label_weight": float, "label_t_max": float,
-            "label_scale": float}
+            "label_scale": float, "class_init_std": float}
 OPTIONS = ("run", "seed", "steps", "cfg", "label", "crop", "videos", *FINETUNE)
 BANK = 1024  # notebook 06's training videos; the classifier always trains on these, the fine-tuning on videos=
 
@@ -111,8 +116,8 @@ def main(argv: list[str]) -> None:
     opts = parse_options(argv, OPTIONS, __doc__)
     if opts.get("crop", "random") not in ("random", "first"):
         raise SystemExit(f"crop={opts['crop']}: use crop=random (the default) or crop=first")
-    if opts.get("label", "vector") not in ("vector", "clip"):
-        raise SystemExit(f"label={opts['label']}: use label=vector (the default) or label=clip")
+    if opts.get("label", "vector") not in ("vector", "clip", "native"):
+        raise SystemExit(f"label={opts['label']}: use label=vector (the default), label=clip or label=native")
     seed, steps, n_videos = int(opts.get("seed", 1)), int(opts.get("steps", 1000)), int(opts.get("videos", BANK))
     if n_videos < BANK:
         raise SystemExit(f"videos={n_videos}: use at least {BANK} (the classifier trains on the first {BANK})")
@@ -132,7 +137,16 @@ def main(argv: list[str]) -> None:
     clf = judge.train_classifier(train_b["video"][:BANK], train_b["label"][:BANK], nc, steps=400, seed=seed)
     asked = torch.arange(nc).repeat_interleave(16)
     rows = {"real videos": scores(clf, test_b["video"], test_b["label"], F)}
-    if opts.get("label") == "clip":
+    if opts.get("label") == "native":
+        if model.cfg.num_classes != nc:
+            raise SystemExit(f"label=native needs a run trained with num_classes={nc}; {run} has "
+                             f"num_classes={model.cfg.num_classes}")
+        if set(opts) - {"run", "seed", "cfg", "label", "videos"}:
+            raise SystemExit("label=native fine-tunes nothing: it takes run=, seed= and cfg= only")
+        for s in map(float, opts.get("cfg", "1,3").split(",")):
+            video = tok.decode(generation.generate(model, asked, 4, F, steps=20, cfg_scale=s, seed=seed))
+            rows[f"guidance {s:g}"] = scores(clf, video, asked, F)
+    elif opts.get("label") == "clip":
         net, cond_net, label_clip = finetune_label_clip(model, tok, train_b["video"], train_b["label"], nc, F,
                                                         steps, seed, **kw)
         for s in map(float, opts.get("cfg", "1,3").split(",")):

@@ -33,6 +33,15 @@ def test_conditioner_starts_at_zero_and_picks_per_sample():
         cond(labels, ids)
 
 
+def test_conditioner_class_init_std_starts_the_labels_apart():
+    torch.manual_seed(0)
+    cond = Conditioner(6, 3, 512, class_init_std=0.5)
+    std = cond.class_emb.weight.std().item()
+    assert 0.45 < std < 0.55 and cond(ids=torch.zeros(2, 3, dtype=torch.long)).abs().max() == 0  # captions: zero
+    with pytest.raises(ValueError, match="class_init_std"):
+        Conditioner(6, 3, 32, class_init_std=-1.0)
+
+
 def test_animation_video():
     v = torch.arange(6.0).view(1, 6, 1, 1, 1).expand(2, 6, 1, 2, 2)
     out = animation_video(v, 3)

@@ -118,6 +118,8 @@ def test_class_conditioning_hook():
     b = m(noisy, clean, t, cond=torch.tensor([2, 1]))
     assert (a[0] - b[0]).abs().max() > 0 and torch.equal(a[1], b[1])
     assert m.null_class == 4
+    # no condition on a class-conditional model is its null class (trained by dropout), not a zero vector
+    assert torch.equal(m(noisy, clean, t), m(noisy, clean, t, cond=torch.full((B,), m.null_class)))
     with pytest.raises(ValueError, match="num_classes=0"):
         make_model()(noisy, clean, t, cond=torch.tensor([0, 1]))
 
