@@ -134,15 +134,16 @@ def main(argv: list[str]) -> None:
     train_b = video_batch(train_set, range(n_videos))  # sample i is a function of (seed, i): the first BANK agree
     test_b = video_batch(BouncingBalls(256, 4 * F, size, 1, 3, seed=seed + 201), range(256))
     nc = train_set.num_classes
-    clf = judge.train_classifier(train_b["video"][:BANK], train_b["label"][:BANK], nc, steps=400, seed=seed)
-    asked = torch.arange(nc).repeat_interleave(16)
-    rows = {"real videos": scores(clf, test_b["video"], test_b["label"], F)}
-    if opts.get("label") == "native":
+    if opts.get("label") == "native":  # checked before the classifier is trained
         if model.cfg.num_classes != nc:
             raise SystemExit(f"label=native needs a run trained with num_classes={nc}; {run} has "
                              f"num_classes={model.cfg.num_classes}")
         if set(opts) - {"run", "seed", "cfg", "label", "videos"}:
-            raise SystemExit("label=native fine-tunes nothing: it takes run=, seed= and cfg= only")
+            raise SystemExit("label=native fine-tunes nothing: it takes run=, seed=, cfg= and videos= only")
+    clf = judge.train_classifier(train_b["video"][:BANK], train_b["label"][:BANK], nc, steps=400, seed=seed)
+    asked = torch.arange(nc).repeat_interleave(16)
+    rows = {"real videos": scores(clf, test_b["video"], test_b["label"], F)}
+    if opts.get("label") == "native":
         for s in map(float, opts.get("cfg", "1,3").split(",")):
             video = tok.decode(generation.generate(model, asked, 4, F, steps=20, cfg_scale=s, seed=seed))
             rows[f"guidance {s:g}"] = scores(clf, video, asked, F)
