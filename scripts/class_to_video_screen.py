@@ -143,11 +143,7 @@ def main(argv: list[str]) -> None:
     clf = judge.train_classifier(train_b["video"][:BANK], train_b["label"][:BANK], nc, steps=400, seed=seed)
     asked = torch.arange(nc).repeat_interleave(16)
     rows = {"real videos": scores(clf, test_b["video"], test_b["label"], F)}
-    if opts.get("label") == "native":
-        for s in map(float, opts.get("cfg", "1,3").split(",")):
-            video = tok.decode(generation.generate(model, asked, 4, F, steps=20, cfg_scale=s, seed=seed))
-            rows[f"guidance {s:g}"] = scores(clf, video, asked, F)
-    elif opts.get("label") == "clip":
+    if opts.get("label") == "clip":
         net, cond_net, label_clip = finetune_label_clip(model, tok, train_b["video"], train_b["label"], nc, F,
                                                         steps, seed, **kw)
         for s in map(float, opts.get("cfg", "1,3").split(",")):
@@ -155,16 +151,18 @@ def main(argv: list[str]) -> None:
                           cond=cond_net(asked), generator=torch.Generator().manual_seed(seed))
             rows[f"guidance {s:g}"] = scores(clf, tok.decode(out[:, 1:]), asked, F)  # the label's clip left out
     else:
-        vocab = captions.Vocabulary.build(train_b["caption"])
-        bank = train_b["video"]
-        if opts.get("crop") == "first":  # every crop starts at the video's first frame
-            bank = bank[:, : kw.get("clips", 2) * F].contiguous()
-        ft = generation.finetune_conditional(model, tok, bank, train_b["label"],
-                                             vocab.encode(train_b["caption"]), nc, len(vocab), steps=steps,
-                                             seed=seed, **kw)
+        net, cond = model, asked  # label=native: the run's own class table, no fine-tuning
+        if opts.get("label") != "native":
+            vocab = captions.Vocabulary.build(train_b["caption"])
+            bank = train_b["video"]
+            if opts.get("crop") == "first":  # every crop starts at the video's first frame
+                bank = bank[:, : kw.get("clips", 2) * F].contiguous()
+            ft = generation.finetune_conditional(model, tok, bank, train_b["label"],
+                                                 vocab.encode(train_b["caption"]), nc, len(vocab), steps=steps,
+                                                 seed=seed, **kw)
+            net, cond = ft.model, ft.conditioner(asked)
         for s in map(float, opts.get("cfg", "1,3").split(",")):
-            video = tok.decode(generation.generate(ft.model, ft.conditioner(asked), 4, F, steps=20, cfg_scale=s,
-                                                   seed=seed))
+            video = tok.decode(generation.generate(net, cond, 4, F, steps=20, cfg_scale=s, seed=seed))
             rows[f"guidance {s:g}"] = scores(clf, video, asked, F)
     heads = [h for h in rows["real videos"] if h != "by count"]
     print(f"{len(asked)} generated videos, {time.perf_counter() - t0:.0f} s")
