@@ -383,6 +383,14 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
     stages = parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)
     if sum(n for _, _, n in stages) != t.steps and t.stages:
         raise ValueError(f"stages={t.stages!r} sum to {sum(n for *_, n in stages)} steps but steps={t.steps}")
+    if all(k == 1 for k, _, _ in stages) and rank == 0:
+        given = f"stages={t.stages}" if t.stages else f"clips={t.clips}"
+        warnings.warn(
+            f"every stage trains on single clips ({given}): the model never denoises a clip from a clean "
+            "history, so its rollouts and forecasts mean nothing after the first clip; give a stage of 2 or "
+            "more clips (e.g. stages=1x2:1000,4x2:*) to train a forecaster",
+            stacklevel=2,
+        )
     max_frames = max(stage_frames(k, f) for k, f, _ in stages)
     cfg = resolve_autoencoder(cfg, max_frames, rank, world)
     torch.manual_seed(t.seed)

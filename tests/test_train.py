@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 import torch
@@ -128,6 +129,16 @@ def test_resume_without_checkpoint_warns(tmp_path):
     with pytest.warns(UserWarning, match=r"resume=true but .*typo_dir holds no checkpoint"):
         res = train(TINY, steps=1, out=str(tmp_path / "typo_dir"), resume=True)
     assert res.records[0]["step"] == 1
+
+
+def test_single_clip_training_warns_that_it_cannot_forecast(tmp_path):
+    with pytest.warns(UserWarning, match=r"every stage trains on single clips \(stages=1x2:2\)"):
+        train(TINY, steps=2, stages="1x2:2", out=str(tmp_path / "a"))
+    with pytest.warns(UserWarning, match=r"single clips \(clips=1\)"):
+        train(TINY, steps=1, clips=1, out=str(tmp_path / "b"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a schedule that ends on longer videos is not warned
+        train(TINY, steps=2, stages="1x2:1,2x2:1", out=str(tmp_path / "c"))
 
 
 def test_resume_refuses_a_different_config(tmp_path):
