@@ -1,4 +1,4 @@
-"""The digit reader of minivgpt.legibility on tiny hand-written IDX files (never ../shared)."""
+"""The digit reader of minivgpt.legibility on tiny IDX files the tests write (never on real MNIST files)."""
 
 from __future__ import annotations
 
