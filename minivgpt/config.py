@@ -55,6 +55,7 @@ class ModelConfig:
 class DiffusionConfig:
     history_noise: float = 0.9  # clean history is noised with t ~ U(history_noise, 1); 1.0 disables it
     t_sampling: str = "uniform"  # uniform | logit_normal
+    t_location: float = 0.0  # logit_normal: t = sigmoid(n), n ~ N(t_location, 1); < 0 trains more near the noise
     loss_weight: str = "x"  # x (MSE of the clean prediction) | velocity (MSE of the implied velocity, 1/(1-t)^2)
     sample_steps: int = 20  # Euler steps when sampling
     cfg_scale: float = 1.0  # classifier-free guidance scale (1.0 = off); unconditional = no history
@@ -480,4 +481,6 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"parameter device={t.device!r}: choose auto, cpu, cuda or cuda:N")
     if t.resume and t.overwrite:
         raise ValueError("resume=true and overwrite=true contradict each other: choose one")
+    if cfg.diffusion.t_location != 0 and cfg.diffusion.t_sampling != "logit_normal":
+        raise ValueError(f"t_location={cfg.diffusion.t_location} moves the logit-normal t: add t_sampling=logit_normal")
     parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)

@@ -74,12 +74,44 @@ def velocity(x_t: torch.Tensor, x_pred: torch.Tensor, t: torch.Tensor, eps: floa
     return (x_pred - x_t) / (1 - per_clip(t, x_t)).clamp_min(eps)
 
 
+def time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
+    """The sampler's times ``(steps + 1,)`` from 0 (noise) to 1 (clean), evenly spaced for ``shift=1``.
+
+    ``shift > 1`` spends more steps near the noise, where the layout is decided: the noise level
+    ``s = 1 - t`` of the even grid becomes ``shift * s / (1 + (shift - 1) * s)`` (SD3's timestep shift).
+    """
+    if steps < 1 or shift <= 0:
+        raise ValueError(f"need steps >= 1 and shift > 0, got steps={steps}, shift={shift}")
+    if shift == 1.0:
+        return torch.linspace(0.0, 1.0, steps + 1)
+    s = torch.linspace(1.0, 0.0, steps + 1)
+    return 1 - shift * s / (1 + (shift - 1) * s)
+
+
+def ddim_step(x_t: torch.Tensor, x_pred: torch.Tensor, t: float, t_next: float, eta: float,
+              fresh: torch.Tensor) -> torch.Tensor:
+    """One step from ``t`` to ``t_next > t`` that keeps a share of the noise and redraws the rest (DDIM's eta).
+
+    With the noise the prediction implies, ``n̂ = (x_t - t x̂) / (1 - t)``, the next point is
+    ``t' x̂ + sqrt((1 - t')^2 - σ^2) n̂ + σ fresh``, ``σ = eta (1 - t') sqrt(1 - r^2)``,
+    ``r = t (1 - t') / (t' (1 - t))``. For any eta in [0, 1] an exact x̂ keeps the marginals of
+    ``x_t = t x + (1 - t) n``; eta = 0 is the Euler step of :meth:`RectifiedFlow.sample`, eta = 1 the
+    ancestral (DDPM) step. Shapes: ``x_t``, ``x_pred``, ``fresh`` ``(B, ...)``.
+    """
+    s, s_next = 1 - t, 1 - t_next
+    noise = (x_t - t * x_pred) / s
+    r = t * s_next / (t_next * s) if t_next > 0 else 0.0
+    sigma = eta * s_next * max(0.0, 1 - r * r) ** 0.5
+    return t_next * x_pred + max(0.0, s_next**2 - sigma**2) ** 0.5 * noise + sigma * fresh
+
+
 class RectifiedFlow:
     """The whole method in one class: sample timesteps, noise, the training loss, and the sampler.
 
     Args:
         history_noise: clean history gets ``t ~ U(history_noise, 1)``; 1.0 keeps it exactly clean.
-        t_sampling: ``"uniform"`` (the authors') or ``"logit_normal"`` (t = sigmoid(n), n ~ N(0, 1)).
+        t_sampling: ``"uniform"`` (the authors') or ``"logit_normal"`` (t = sigmoid(n), n ~ N(t_location, 1)).
+        t_location: the mean of ``n`` for ``"logit_normal"`` (SD3's m); below 0 trains more near the noise.
         cond_drop: probability of replacing the class/text condition with the null condition in training.
         loss_weight: ``"x"`` (the MSE of the clean prediction, the authors') or ``"velocity"`` (weighted by
             :func:`velocity_weight`, the MSE of the implied velocity; the weights are divided by their batch
@@ -87,7 +119,8 @@ class RectifiedFlow:
     """
 
     def __init__(
-        self, history_noise: float = 0.9, t_sampling: str = "uniform", cond_drop: float = 0.1, loss_weight: str = "x"
+        self, history_noise: float = 0.9, t_sampling: str = "uniform", cond_drop: float = 0.1, loss_weight: str = "x",
+        t_location: float = 0.0,
     ):
         if not 0.0 <= history_noise <= 1.0:
             raise ValueError(f"history_noise={history_noise} must be in [0, 1]")
@@ -95,6 +128,9 @@ class RectifiedFlow:
             raise ValueError(f"t_sampling={t_sampling!r}: choose 'uniform' or 'logit_normal'")
         if loss_weight not in ("x", "velocity"):
             raise ValueError(f"loss_weight={loss_weight!r}: choose 'x' or 'velocity'")
+        if t_location != 0 and t_sampling != "logit_normal":
+            raise ValueError(f"t_location={t_location} moves the logit-normal t: set t_sampling='logit_normal'")
+        self.t_location = t_location
         self.loss_weight = loss_weight
         self.history_noise = history_noise
         self.t_sampling = t_sampling
@@ -104,7 +140,7 @@ class RectifiedFlow:
         """Training timesteps of the given shape, e.g. ``(B, K)``: one per clip."""
         if self.t_sampling == "uniform":
             return torch.rand(shape, generator=generator)
-        return torch.sigmoid(torch.randn(shape, generator=generator))
+        return torch.sigmoid(torch.randn(shape, generator=generator) + self.t_location)
 
     def draw(
         self,
@@ -179,6 +215,9 @@ class RectifiedFlow:
         progress: Callable | None = None,
         cfg_t_min: float = 0.0,
         trace: list[torch.Tensor] | None = None,
+        eta: float = 0.0,
+        shift: float = 1.0,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Euler integration from noise (t = 0) to a clean sample (t = 1).
 
@@ -193,6 +232,9 @@ class RectifiedFlow:
                 in a limited interval, Kynkäänniemi et al. 2024).
             trace: a list that receives each step's clean prediction x̂ (after guidance), ``steps`` tensors
                 shaped like ``noise``: how the sample forms along the path.
+            eta: 0 (the default) integrates the flow; above 0 each step redraws that share of the noise
+                (:func:`ddim_step`, 1 = ancestral sampling), from ``generator`` on the CPU.
+            shift: the time grid (:func:`time_grid`); 1 = evenly spaced, above 1 denser near the noise.
         """
         if steps < 1:
             raise ValueError(f"steps={steps} must be >= 1")
@@ -200,8 +242,10 @@ class RectifiedFlow:
             raise ValueError("cfg_scale != 1 needs denoise_uncond (the prediction without history)")
         if not 0.0 <= cfg_t_min <= 1.0:
             raise ValueError(f"cfg_t_min={cfg_t_min} must be in [0, 1] (0 = guide every step)")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta={eta} must be in [0, 1] (0 = the flow, 1 = ancestral)")
         x = noise
-        ts = torch.linspace(0.0, 1.0, steps + 1)
+        ts = time_grid(steps, shift)
         it = range(steps) if progress is None else progress(range(steps))
         for i in it:
             t = torch.full((x.shape[0],), float(ts[i]), device=x.device)
@@ -211,6 +255,10 @@ class RectifiedFlow:
                 pred = pred_u + cfg_scale * (pred - pred_u)
             if trace is not None:
                 trace.append(pred)
-            x = x + float(ts[i + 1] - ts[i]) * velocity(x, pred, t)
+            if eta == 0.0:
+                x = x + float(ts[i + 1] - ts[i]) * velocity(x, pred, t)
+            else:
+                fresh = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+                x = ddim_step(x, pred, float(ts[i]), float(ts[i + 1]), eta, fresh)
         return x
 

@@ -256,6 +256,8 @@ def generate(
     seed: int = 0,
     temperature: float = 1.0,
     cfg_t_min: float = 0.0,
+    eta: float = 0.0,
+    shift: float = 1.0,
 ) -> torch.Tensor:
     """Conditional rollout: ``num_clips`` new clips (tokens ``(B, C + num_clips, F, N, D)``).
 
@@ -266,6 +268,7 @@ def generate(
     model's own distribution and is the default. Videos generated from nothing lose balls as they roll out,
     more of them below 1; above 1 (1.3) more balls are drawn than asked, which a classifier judge rewards but
     the pixel count does not (measured in notebooks/06, §6, which therefore samples at 1).
+    ``eta`` and ``shift`` choose the sampler (:meth:`~minivgpt.diffusion.RectifiedFlow.sample`; 0 and 1: Euler).
     """
     if context is None:
         if cond is None and batch is None:
@@ -275,7 +278,7 @@ def generate(
     g = torch.Generator().manual_seed(seed)
     return rollout(
         model, context, num_clips, steps=steps, cfg_scale=cfg_scale, cond=cond, generator=g, temperature=temperature,
-        cfg_t_min=cfg_t_min,
+        cfg_t_min=cfg_t_min, eta=eta, shift=shift,
     )
 
 

@@ -57,6 +57,8 @@ def rollout(
     frames_per_clip: int | None = None,
     temperature: float = 1.0,
     cfg_t_min: float = 0.0,
+    eta: float = 0.0,
+    shift: float = 1.0,
 ) -> torch.Tensor:
     """Generate ``num_clips`` clips after a clean context.
 
@@ -78,6 +80,8 @@ def rollout(
             of the last context clip). Only with ``lengths`` may it differ from the context's clips.
         temperature: scale of every clip's starting noise (>= 0). 1 samples the model's distribution; 0
             starts every clip from the same point and follows the flow from there (a deterministic forecast).
+        eta, shift: the sampler's share of noise redrawn at each step and its time grid
+            (:meth:`RectifiedFlow.sample`; the redrawn noise comes from ``generator`` too). 0 and 1: Euler.
     Returns:
         ``(B, C + num_clips, F, N, D)``: the context followed by the generated clips; with ``lengths``,
         frames ``(B, T + num_clips * F', N, D)``.
@@ -128,7 +132,8 @@ def rollout(
             denoise = lambda x, t: model.denoise_uncached(history, x, t, cond, lengths=hist_lengths)  # noqa: E731, B023
         uncond = lambda x, t: model.denoise(x, t, None, cond, drop=drop_all)  # noqa: E731
         noise = temperature * torch.randn((B, Fr, N, D), generator=generator).to(context.device, context.dtype)
-        new = flow.sample(denoise, noise, steps, cfg_scale, uncond if cfg_scale != 1.0 else None, cfg_t_min=cfg_t_min)
+        new = flow.sample(denoise, noise, steps, cfg_scale, uncond if cfg_scale != 1.0 else None, cfg_t_min=cfg_t_min,
+                          eta=eta, shift=shift, generator=generator)
         clips.append(new)
         if use_cache:
             if len(clips) > window:  # the window slid: rebuild the cache from the window (exact)

@@ -324,7 +324,8 @@ def evaluate(model, tokenizer, cfg: Config, num_clips: int, frames: int, batches
     """Validation loss on held-out videos (synthetic: seed + 1; real data: the validation split) with fixed
     noise, and the loss of the best constant predictor (the mean clean token of the held-out set), for scale."""
     device = next(model.parameters()).device
-    flow = RectifiedFlow(cfg.diffusion.history_noise, cfg.diffusion.t_sampling, 0.0)
+    d = cfg.diffusion
+    flow = RectifiedFlow(d.history_noise, d.t_sampling, 0.0, t_location=d.t_location)
     n = batches * batch_size
     data = build_dataset(cfg, num_clips * frames, seed=cfg.train.seed + 1, num_samples=n, split="val")
     losses, xs = [], []
@@ -410,7 +411,7 @@ def train(cfg: Config | dict[str, Any] | None = None, **overrides: Any) -> Train
         model, ema = model.to(device), ema.to(device)
     opt = optim.make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2))
     d = cfg.diffusion
-    flow = RectifiedFlow(d.history_noise, d.t_sampling, d.cond_drop, d.loss_weight)
+    flow = RectifiedFlow(d.history_noise, d.t_sampling, d.cond_drop, d.loss_weight, d.t_location)
     out = Path(t.out)
     start, records, history = 0, [], []
     prepare_out(out, t.resume, t.overwrite, delete=rank == 0)

@@ -23,7 +23,10 @@ a continuation of the label's clip (the paper leaves open how a condition enters
 run trained with the labels from its start (``num_classes=6``, e.g. ``python -m minivgpt.demo preset=backbone
 num_classes=6``) as it is, with no fine-tuning: its own class embedding is the condition, its null class the
 unconditional branch. That separates what the network can learn of the label from what a short fine-tuning of
-an unconditional backbone transfers. Besides the table it
+an unconditional backbone transfers. ``lead=2`` (with ``label=native``) draws the first 2 frames as 1-frame
+clips and the rest as clips of the run's F frames, for a run trained with random cuts (``stages=8/1-2:1500``):
+the second frame is then drawn from a clean first frame and the label, where the drift has hold (a run of
+1-frame clips, ``frames_per_clip=1 clips=8``, draws 8 clips of 1 frame). Besides the table it
 prints, for each asked count, the objects drawn in the first frame and the share with the right number.
 
     python scripts/class_to_video_screen.py [run=runs/pretrain] [seed=1] [clips=4] [label=clip|native] ...
@@ -49,7 +52,8 @@ FINETUNE = {"lr": float, "cond_lr_mult": float, "prior_weight": float, "animate_
             "text_prob": float, "history_noise": float, "clips": int, "prior_t_max": float,
             "prior_zero_share": float, "cond_drop": float, "label_weight": float, "label_t_max": float,
             "label_scale": float, "class_init_std": float}
-OPTIONS = ("run", "seed", "steps", "cfg", "label", "crop", "videos", *FINETUNE)
+OPTIONS = ("run", "seed", "steps", "cfg", "label", "crop", "videos", "lead", *FINETUNE)
+FRAMES = 8  # notebook 06's videos: 4 clips of 2 frames (or 8 of 1, for a run trained on 1-frame clips)
 BANK = 1024  # notebook 06's training videos; the classifier always trains on these, the fine-tuning on videos=
 
 
@@ -130,16 +134,23 @@ def main(argv: list[str]) -> None:
     model, tok, cfg = load_run(run)  # a run without a checkpoint is an error, not a quietly trained stand-in
     print(f"loaded the run in {run} | {torch.backends.cpu.get_cpu_capability()} | {opts}")
     F, size = cfg.train.frames_per_clip, cfg.data.image_size
-    train_set = BouncingBalls(n_videos, 4 * F, size, 1, 3, seed=seed + 200)  # notebook 06's videos, and more
+    if FRAMES % F:
+        raise SystemExit(f"{run} has clips of {F} frames: the screen's {FRAMES}-frame videos need F = 1, 2, 4 or 8")
+    K = FRAMES // F  # clips a generated video has: 4 of 2 frames, 8 of 1 frame
+    train_set = BouncingBalls(n_videos, FRAMES, size, 1, 3, seed=seed + 200)  # notebook 06's videos, and more
     train_b = video_batch(train_set, range(n_videos))  # sample i is a function of (seed, i): the first BANK agree
-    test_b = video_batch(BouncingBalls(256, 4 * F, size, 1, 3, seed=seed + 201), range(256))
+    test_b = video_batch(BouncingBalls(256, FRAMES, size, 1, 3, seed=seed + 201), range(256))
     nc = train_set.num_classes
     if opts.get("label") == "native":  # checked before the classifier is trained
         if model.cfg.num_classes != nc:
             raise SystemExit(f"label=native needs a run trained with num_classes={nc}; {run} has "
                              f"num_classes={model.cfg.num_classes}")
-        if set(opts) - {"run", "seed", "cfg", "label", "videos"}:
-            raise SystemExit("label=native fine-tunes nothing: it takes run=, seed=, cfg= and videos= only")
+        if set(opts) - {"run", "seed", "cfg", "label", "videos", "lead"}:
+            raise SystemExit("label=native fine-tunes nothing: it takes run=, seed=, cfg=, videos= and lead= only")
+    lead = int(opts.get("lead", 0))
+    if lead and (opts.get("label") != "native" or not 0 < lead < FRAMES or (FRAMES - lead) % F):
+        raise SystemExit(f"lead={lead}: 1-frame clips to start with, for label=native on a run trained with random "
+                         f"cuts (e.g. stages=8/1-2:1500); {FRAMES} - lead must be a multiple of F={F}")
     clf = judge.train_classifier(train_b["video"][:BANK], train_b["label"][:BANK], nc, steps=400, seed=seed)
     asked = torch.arange(nc).repeat_interleave(16)
     rows = {"real videos": scores(clf, test_b["video"], test_b["label"], F)}
@@ -147,7 +158,7 @@ def main(argv: list[str]) -> None:
         net, cond_net, label_clip = finetune_label_clip(model, tok, train_b["video"], train_b["label"], nc, F,
                                                         steps, seed, **kw)
         for s in map(float, opts.get("cfg", "1,3").split(",")):
-            out = rollout(net, label_clip[asked][:, None], 4, steps=20, window=3, cfg_scale=s,
+            out = rollout(net, label_clip[asked][:, None], K, steps=20, window=K - 1, cfg_scale=s,
                           cond=cond_net(asked), generator=torch.Generator().manual_seed(seed))
             rows[f"guidance {s:g}"] = scores(clf, tok.decode(out[:, 1:]), asked, F)  # the label's clip left out
     else:
@@ -162,7 +173,16 @@ def main(argv: list[str]) -> None:
                                                  seed=seed, **kw)
             net, cond = ft.model, ft.conditioner(asked)
         for s in map(float, opts.get("cfg", "1,3").split(",")):
-            video = tok.decode(generation.generate(net, cond, 4, F, steps=20, cfg_scale=s, seed=seed))
+            if lead:  # `lead` clips of 1 frame from the label, then clips of F frames after them
+                g = torch.Generator().manual_seed(seed)
+                empty = torch.zeros(len(asked), 0, net.tokens_per_frame, net.in_dim)
+                first = rollout(net, empty, lead, steps=20, cfg_scale=s, cond=cond, generator=g, lengths=[],
+                                frames_per_clip=1)
+                frames = rollout(net, first, (FRAMES - lead) // F, steps=20, cfg_scale=s, cond=cond, generator=g,
+                                 lengths=[1] * lead, frames_per_clip=F)  # (B, FRAMES, N, D)
+                video = tok.decode(frames[:, :, None])  # every frame as a 1-frame clip
+            else:
+                video = tok.decode(generation.generate(net, cond, K, F, steps=20, cfg_scale=s, seed=seed))
             rows[f"guidance {s:g}"] = scores(clf, video, asked, F)
     heads = [h for h in rows["real videos"] if h != "by count"]
     print(f"{len(asked)} generated videos, {time.perf_counter() - t0:.0f} s")

@@ -32,6 +32,9 @@ def test_bad_values():
         from_params({"resume": "maybe"})
     with pytest.raises(ValueError, match="divisible by heads"):
         from_params({"width": 100, "heads": 3})
+    with pytest.raises(ValueError, match="t_location=-1.0 moves the logit-normal t: add t_sampling=logit_normal"):
+        from_params({"t_location": -1.0})
+    assert from_params({"t_location": -1.0, "t_sampling": "logit_normal"}).diffusion.t_location == -1.0
     with pytest.raises(ValueError, match="key=value"):
         parse_cli(["steps"])
 

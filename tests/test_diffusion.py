@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from minivgpt.config import ModelConfig
-from minivgpt.diffusion import RectifiedFlow, add_noise, precondition, velocity, velocity_weight
+from minivgpt.diffusion import (
+    RectifiedFlow,
+    add_noise,
+    ddim_step,
+    precondition,
+    time_grid,
+    velocity,
+    velocity_weight,
+)
 from minivgpt.model import VideoGPT
 
 
@@ -37,6 +45,52 @@ def test_sampler_with_optimal_predictor_reproduces_gaussian():
     # few Euler steps are biased (here the spread); the error shrinks as steps grow
     err = [abs(RectifiedFlow().sample(optimal, noise, steps=n).std().item() - s) for n in (4, 16, 64)]
     assert err[0] > err[1] > err[2]
+
+
+def test_stochastic_sampler_with_optimal_predictor_reproduces_gaussian():
+    """Redrawing a share of the noise at every step (eta > 0) keeps the marginals: with the exact posterior
+    mean of a 1-D Gaussian, the ancestral sampler lands on it too, on an even and on a shifted grid."""
+    mu, s = -0.5, 0.3
+
+    def optimal(x_t, t):
+        t = t[:, None]
+        return mu + t * s**2 / (t**2 * s**2 + (1 - t) ** 2) * (x_t - t * mu)
+
+    noise = torch.randn(200_000, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for eta, shift in ((1.0, 1.0), (0.5, 3.0)):
+        out = RectifiedFlow().sample(optimal, noise, steps=200, eta=eta, shift=shift,
+                                     generator=torch.Generator().manual_seed(2))
+        assert abs(out.mean().item() - mu) < 0.01 and abs(out.std().item() - s) < 0.01, (eta, shift)
+    with pytest.raises(ValueError, match="eta"):
+        RectifiedFlow().sample(optimal, noise[:4], steps=2, eta=1.5)
+
+
+def test_ddim_step_without_fresh_noise_is_the_euler_step():
+    x_t, pred, fresh = torch.randn(3, 5), torch.randn(3, 5), torch.randn(3, 5)
+    t, t_next = 0.3, 0.45
+    euler = x_t + (t_next - t) * velocity(x_t, pred, torch.full((3,), t))
+    assert torch.allclose(ddim_step(x_t, pred, t, t_next, 0.0, fresh), euler, atol=1e-6)
+    # eta = 1 from pure noise redraws all of it: x_t' = t' x̂ + (1 - t') fresh
+    assert torch.allclose(ddim_step(x_t, pred, 0.0, t_next, 1.0, fresh), t_next * pred + (1 - t_next) * fresh)
+    assert torch.allclose(ddim_step(x_t, pred, t, 1.0, 1.0, fresh), pred)  # the last step lands on x̂
+
+
+def test_time_grid_even_and_shifted_towards_the_noise():
+    assert torch.equal(time_grid(20), torch.linspace(0, 1, 21))
+    g = time_grid(10, shift=3.0)
+    assert g[0] == 0 and g[-1] == 1 and (g.diff() > 0).all()
+    assert g[1] < 0.1 / 2  # a third of the even grid's first step, in noise level: 1 - 3 * 0.9 / 2.8
+    assert torch.allclose(g[1], torch.tensor(1 - 2.7 / 2.8))
+    with pytest.raises(ValueError, match="shift"):
+        time_grid(10, shift=0.0)
+
+
+def test_logit_normal_location_moves_the_training_times():
+    g = torch.Generator().manual_seed(0)
+    t = RectifiedFlow(t_sampling="logit_normal", t_location=-1.0).sample_t((100_000,), g)
+    assert abs(t.median().item() - torch.sigmoid(torch.tensor(-1.0)).item()) < 0.01
+    with pytest.raises(ValueError, match="t_sampling='logit_normal'"):
+        RectifiedFlow(t_location=-1.0)
 
 
 def test_guidance_formula():

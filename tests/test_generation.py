@@ -239,3 +239,32 @@ def test_finetune_label_weight_teaches_the_network_to_tell_the_labels_apart():
                        (dict(label_scale=0.0), "label_scale")):
         with pytest.raises(ValueError, match=match):
             finetune_conditional(model, tok, videos, labels, ids, 2, len(vocab), steps=1, **bad)
+
+
+def test_first_clip_screen_reads_a_class_conditional_run(tmp_path, capsys):
+    """scripts/first_clip_screen.py on a tiny run trained with the 6 labels: one row per sampler, the real
+    clips' row, and the network's errors with each half of the label changed; a run without the labels is
+    refused before any work."""
+    import importlib.util
+    from pathlib import Path
+
+    from tiny import TINY
+
+    from minivgpt.train import train
+
+    path = Path(__file__).parent.parent / "scripts" / "first_clip_screen.py"
+    spec = importlib.util.spec_from_file_location("first_clip_screen", path)
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+    train({**TINY, "max_balls": 3, "num_classes": 6, "steps": 2, "out": str(tmp_path / "labelled")})
+    screen.main([f"run={tmp_path / 'labelled'}", "samplers=2,2:1:2", "seeds=0,1", "per=2"])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any(line.startswith("real (8 frames)") for line in lines)
+    assert sum(line.startswith(("2 (", "2:1:2 (")) for line in lines) == 2
+    assert len([line for line in lines if line.startswith("t = ")]) == 5
+    with pytest.raises(SystemExit, match="eta"):  # a sampler spec with too many parts
+        screen.main([f"run={tmp_path / 'labelled'}", "samplers=2:1:2:4"])
+    train({**TINY, "steps": 1, "out": str(tmp_path / "plain")})
+    with pytest.raises(SystemExit, match="num_classes=6"):
+        screen.main([f"run={tmp_path / 'plain'}"])
