@@ -33,6 +33,7 @@ from minivgpt.data import BouncingBalls, video_batch
 from minivgpt.train import load_run
 
 CLASSES = 6  # label = 2 * (balls - 1) + drifting_right (BouncingBalls with 1-3 balls)
+FRAMES = 8  # the real videos' length (notebook 06's), over which their label's drift is defined
 
 
 def read(clips: torch.Tensor, asked: torch.Tensor) -> dict[str, float]:
@@ -74,10 +75,11 @@ def main(argv: list[str]) -> None:
     t = cfg.train
     last = parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)[-1][1]  # the clips the run ended on
     F, clips = last if isinstance(last, int) else t.frames_per_clip, int(opts.get("clips", 1))
-    if not 1 <= clips * F <= 8 or clips * F < 2:
-        raise SystemExit(f"clips={clips} of {F} frames: read at least 2 frames and at most 8")
+    if not 2 <= clips * F <= FRAMES:
+        raise SystemExit(f"clips={clips} of {F} frames: read at least 2 frames and at most {FRAMES}")
     asked = torch.arange(CLASSES).repeat_interleave(per)
-    real = video_batch(BouncingBalls(8 * len(asked), 4 * F, cfg.data.image_size, 1, 3, seed=201), range(8 * len(asked)))
+    n_real = 8 * len(asked)  # enough real videos for `per` of each label
+    real = video_batch(BouncingBalls(n_real, FRAMES, cfg.data.image_size, 1, 3, seed=201), range(n_real))
     pick = torch.cat([torch.nonzero(real["label"] == c)[:per, 0] for c in range(CLASSES)])
     real_clips = real["video"][pick][:, : clips * F]
     print(f"{opts['run']} | {torch.backends.cpu.get_cpu_capability()} | {per} videos of {clips} x {F} frames per label"
@@ -97,11 +99,11 @@ def main(argv: list[str]) -> None:
         x = tok.encode(real["video"][pick][:, :F].contiguous(), F)[:, 0]  # (B, F, N, D): real first clips
         lab = real["label"][pick]
         emb = model.class_emb
-        for t in (0.0, 0.1, 0.2, 0.3, 0.5):
+        for t in (0.0, 0.1, 0.2, 0.3, 0.5):  # a 1-frame first clip shows no motion: its drift reading is moot
             drift = generation.condition_gain(model, x, emb(lab), emb(lab ^ 1), t=t)
             count = generation.condition_gain(model, x, emb(lab), emb((lab + 2) % CLASSES), t=t)
-            print(f"t = {t:.1f}: error with the drift flipped / right label {drift:.4f}, "
-                  f"with one ball more (3 -> 1) {count:.4f}")
+            print(f"t = {t:.1f}: error with the drift flipped / right label {drift:.4f}"
+                  f"{' (1 frame: no motion)' if F == 1 else ''}, with one ball more (3 -> 1) {count:.4f}")
 
 
 if __name__ == "__main__":
