@@ -71,7 +71,8 @@ def main(argv: list[str]) -> None:
         parts = spec.split(":")
         if not 1 <= len(parts) <= 3:
             raise SystemExit(f"sampler {spec!r}: write steps[:eta[:shift]], e.g. 20 or 20:1 or 20:0:3")
-        samplers.append((spec, int(parts[0]), *(float(p) for p in parts[1:])))
+        steps, eta, shift = parts + ["0", "1"][len(parts) - 1 :]  # unset: eta 0 (the flow), shift 1 (an even grid)
+        samplers.append((spec, int(steps), float(eta), float(shift)))
     t = cfg.train
     last = parse_stages(t.stages, t.clips, t.frames_per_clip, t.steps)[-1][1]  # the clips the run ended on
     F, clips = last if isinstance(last, int) else t.frames_per_clip, int(opts.get("clips", 1))
@@ -87,9 +88,8 @@ def main(argv: list[str]) -> None:
     print(f"{'':<16}{'count':>8}{'drift':>8}{'both':>8}{'corr':>8}   objects (right) for 1 / 2 / 3 asked balls")
     show("real (8 frames)", read(real_clips, real["label"][pick]))
     with torch.no_grad():
-        for name, steps, *rest in samplers:
+        for name, steps, eta, shift in samplers:
             t0, rows = time.perf_counter(), []
-            eta, shift = (rest + [0.0, 1.0][len(rest):])[:2]
             for seed in seeds:
                 x = generation.generate(model, asked, clips, F, steps=steps, seed=seed, eta=eta, shift=shift)
                 rows.append(read(tok.decode(x), asked))
